@@ -1,0 +1,124 @@
+"""What flows on the ``events`` and ``items`` topics: schema, validation, and dead-letter envelopes.
+
+An event is one JSON object (key = user id): ``user_id`` (str), ``item_id`` (str),
+``type`` (view|click|cart|purchase|rating|skip), ``ts`` (epoch ms, event time), optional ``value`` (number),
+``scenario`` (str), ``context`` (object). Unknown fields are kept. A record that fails validation becomes a
+dead-letter record (see :func:`dead_letter`) on ``events.dlq`` holding the original bytes and the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.errors import InvalidRecordError
+
+EVENT_TYPES = frozenset({"view", "click", "cart", "purchase", "rating", "skip"})
+MAX_ID_CHARS = 256
+MAX_SCENARIO_CHARS = 64
+MAX_RECORD_BYTES = 64 * 1024
+# Event time may run ahead of the wall clock by clock skew, not by days: such a ts would poison decay.
+MAX_FUTURE_MS = 24 * 3600 * 1000
+_KNOWN = {"user_id", "item_id", "type", "ts", "value", "scenario", "context"}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated user action."""
+
+    user_id: str
+    item_id: str
+    type: str
+    ts: int
+    value: float | None = None
+    scenario: str | None = None
+    context: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form (unknown fields included)."""
+        out: dict[str, Any] = {**self.extra, "user_id": self.user_id, "item_id": self.item_id}
+        out.update(type=self.type, ts=self.ts)
+        for name in ("value", "scenario", "context"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+    def to_json(self) -> bytes:
+        """UTF-8 JSON bytes, as producers send them."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _id(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str):
+        raise InvalidRecordError(f"field '{name}' must be a string, got {type(value).__name__}")
+    if not value or not value.strip():
+        raise InvalidRecordError(f"field '{name}' must not be empty")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidRecordError(f"field '{name}' is longer than {MAX_ID_CHARS} characters")
+    if any(ord(c) < 32 for c in value):
+        raise InvalidRecordError(f"field '{name}' contains control characters")
+    return value
+
+
+def validate_event(obj: Any, now_ms: int | None = None) -> Event:
+    """Check a decoded JSON value against the schema; raises InvalidRecordError with the reason."""
+    if not isinstance(obj, dict):
+        raise InvalidRecordError(f"an event must be a JSON object, got {type(obj).__name__}")
+    user_id, item_id = _id(obj, "user_id"), _id(obj, "item_id")
+    etype = obj.get("type")
+    if etype not in EVENT_TYPES:
+        raise InvalidRecordError(f"field 'type' must be one of {sorted(EVENT_TYPES)}, got {etype!r:.60}")
+    ts = obj.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise InvalidRecordError("field 'ts' must be an integer (epoch milliseconds)")
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if ts < 0 or ts > now_ms + MAX_FUTURE_MS:
+        raise InvalidRecordError(f"field 'ts' {ts} is negative or more than a day in the future")
+    value = obj.get("value")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InvalidRecordError("field 'value' must be a finite number")
+        value = float(value)
+    scenario = obj.get("scenario")
+    if scenario is not None:
+        if not isinstance(scenario, str) or not scenario or len(scenario) > MAX_SCENARIO_CHARS:
+            raise InvalidRecordError(f"field 'scenario' must be a non-empty string of <= {MAX_SCENARIO_CHARS}")
+    context = obj.get("context")
+    if context is not None and not isinstance(context, dict):
+        raise InvalidRecordError("field 'context' must be a JSON object")
+    extra = {k: v for k, v in obj.items() if k not in _KNOWN}
+    return Event(user_id, item_id, etype, ts, value, scenario, context, extra)
+
+
+def parse_event(raw: bytes, now_ms: int | None = None) -> Event:
+    """Decode and validate one ``events`` record; raises InvalidRecordError with the reason."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidRecordError(f"record of {len(raw)} bytes exceeds {MAX_RECORD_BYTES}")
+    try:
+        obj = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidRecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidRecordError(f"not JSON: {exc}") from exc
+    return validate_event(obj, now_ms)
+
+
+def dead_letter(raw: bytes, reason: str, source_topic: str, max_reason_chars: int = 500) -> bytes:
+    """The ``events.dlq`` record: the original bytes (base64, and as text when UTF-8) with the reason."""
+    envelope: dict[str, Any] = {
+        "reason": reason[:max_reason_chars],
+        "topic": source_topic,
+        "original_b64": base64.b64encode(raw).decode(),
+        "failed_at": int(time.time() * 1000),
+    }
+    try:
+        envelope["original"] = raw.decode()
+    except UnicodeDecodeError:
+        pass
+    return json.dumps(envelope, ensure_ascii=False).encode()

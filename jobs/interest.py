@@ -1,0 +1,201 @@
+"""The user-interest job: ``events`` -> validate -> key by user -> interest state -> batched writer -> Redis.
+
+Run it (the embedded MiniCluster, with the settings of ``streamrec.config``)::
+
+    .venv/bin/python -m jobs.interest [--config config.yaml]
+
+or through the CLI: ``streamrec job start [--cluster http://host:8081]``.
+
+Cost model (PyFlink): every record and every state access crosses between the JVM and Python, so the
+per-user function does one ValueState read and one write per event (the whole state is one pickled
+object), and all slow work (scoring, Redis) happens in :mod:`jobs.writer`, batched per flush.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import (
+    DataStream,
+    KeyedProcessFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+    StreamExecutionEnvironment,
+)
+from pyflink.datastream.state import ValueStateDescriptor
+
+from jobs.errors import InvalidRecordError
+from jobs.events import Event, dead_letter, parse_event
+from streamrec.config import JobConfig, Settings
+
+# How much one action says about interest; a rating's weight is its value relative to the scale's middle.
+TYPE_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "skip": -1.0}
+RATING_MIDPOINT = 2.5
+MS_PER_HOUR = 3_600_000
+# Records bound for Kafka are raw bytes on the Java side (ByteArraySchema), not pickled Python objects.
+KAFKA_BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+DLQ_TAG = OutputTag("dead-letters", KAFKA_BYTES)
+
+
+@dataclass(slots=True)
+class UserState:
+    """A user's interest state, stored as one pickled value (one state access per event)."""
+
+    user_id: str
+    events: int = 0
+    last_ts: int = 0
+    # (ts, item_id), in event-time order, the last `recent_items` only.
+    recent: list[tuple[int, str]] = field(default_factory=list)
+    # Every item the user interacted with (insertion-ordered, capped): never recommended back.
+    seen: dict[str, None] = field(default_factory=dict)
+    # Time-decayed interest per facet ("scenario:web", "category:Drama"), valid at `interests_ts`.
+    interests: dict[str, float] = field(default_factory=dict)
+    interests_ts: int = 0
+
+    def recent_items(self) -> list[str]:
+        """Item ids, oldest first."""
+        return [item for _, item in self.recent]
+
+
+def event_weight(ev: Event) -> float:
+    """The interest signal of one event."""
+    if ev.type == "rating":
+        return (ev.value if ev.value is not None else RATING_MIDPOINT) - RATING_MIDPOINT
+    return TYPE_WEIGHT[ev.type]
+
+
+def apply_event(state: UserState, ev: Event, cfg: JobConfig, facets: tuple[str, ...] = ()) -> None:
+    """Apply one event to the state, in place. Out-of-order events land at their event-time position."""
+    state.events += 1
+    state.last_ts = max(state.last_ts, ev.ts)
+    if ev.type != "skip":
+        entry = (ev.ts, ev.item_id)
+        if not state.recent or ev.ts >= state.recent[-1][0]:
+            state.recent.append(entry)
+        else:
+            bisect.insort_right(state.recent, entry, key=lambda e: e[0])
+        del state.recent[: max(0, len(state.recent) - cfg.recent_items)]
+        state.seen.pop(ev.item_id, None)
+        state.seen[ev.item_id] = None
+        overflow = len(state.seen) - cfg.max_seen_items
+        for old in list(state.seen)[: max(0, overflow)]:
+            del state.seen[old]
+    half_life_ms = cfg.interest_half_life_hours * MS_PER_HOUR
+    weight = event_weight(ev)
+    if ev.ts >= state.interests_ts:
+        decay = 0.5 ** ((ev.ts - state.interests_ts) / half_life_ms) if state.interests_ts else 1.0
+        state.interests = {k: v * decay for k, v in state.interests.items() if abs(v * decay) > 1e-6}
+        state.interests_ts = ev.ts
+    else:  # a late event counts as much as it would have decayed to by now
+        weight *= 0.5 ** ((state.interests_ts - ev.ts) / half_life_ms)
+    for facet in (f"scenario:{ev.scenario or 'default'}", *facets):
+        state.interests[facet] = state.interests.get(facet, 0.0) + weight
+
+
+class ParseEvents(ProcessFunction):
+    """Bytes from Kafka -> Event; a bad record goes to the dead-letter side output with its reason."""
+
+    def __init__(self, source_topic: str, max_reason_chars: int) -> None:
+        self.source_topic = source_topic
+        self.max_reason_chars = max_reason_chars
+
+    def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        try:
+            yield parse_event(bytes(value))
+        except InvalidRecordError as exc:
+            yield DLQ_TAG, dead_letter(bytes(value), exc.reason, self.source_topic, self.max_reason_chars)
+
+
+class EventTime(TimestampAssigner):
+    """Event time is the event's own ``ts``."""
+
+    def extract_timestamp(self, value: Event, record_timestamp: int) -> int:
+        return value.ts
+
+
+class UserInterest(KeyedProcessFunction):
+    """Keyed by user: apply each event to the user's state and emit the updated state downstream."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        self.cfg = cfg
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = runtime_context.get_state(ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY()))
+
+    def process_element(self, ev: Event, ctx: KeyedProcessFunction.Context) -> Iterator[UserState]:
+        state = self.state.value() or UserState(ev.user_id)
+        apply_event(state, ev, self.cfg)
+        self.state.update(state)
+        yield state
+
+
+def watermarks(cfg: JobConfig) -> WatermarkStrategy:
+    """Bounded out-of-orderness on the event's ``ts``; idle partitions do not hold time back."""
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.watermark_out_of_orderness_ms))
+    return strategy.with_timestamp_assigner(EventTime()).with_idleness(Duration.of_millis(cfg.watermark_idleness_ms))
+
+
+@dataclass
+class InterestJob:
+    """The streams :func:`build_interest_job` made, for sinks to attach to."""
+
+    states: DataStream
+    dead_letters: DataStream
+    writes: DataStream
+
+
+def build_interest_job(env: StreamExecutionEnvironment, source: DataStream, settings: Settings) -> InterestJob:
+    """Wire the job on ``source`` (a stream of raw ``events`` record bytes); returns its output streams.
+
+    ``writes`` carries one JSON record (bytes) per user written to Redis (the audit stream), and
+    ``dead_letters`` the dead-letter records; :func:`main` sends both to Kafka, tests collect them.
+    """
+    from jobs.writer import RecommendationWriter, shard_of
+
+    cfg = settings.job
+    parsed = source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars)).name("parse events")
+    dead = parsed.get_side_output(DLQ_TAG)
+    timed = parsed.assign_timestamps_and_watermarks(watermarks(cfg)).name("event time")
+    states = (
+        timed.key_by(lambda e: e.user_id, key_type=Types.STRING())
+        .process(UserInterest(cfg))
+        .name("user interest")
+    )
+    writes = (
+        states.key_by(lambda s: shard_of(s.user_id, cfg.writer_shards), key_type=Types.INT())
+        .process(RecommendationWriter(settings), output_type=KAFKA_BYTES)
+        .name("score + write Redis")
+    )
+    return InterestJob(states=states, dead_letters=dead, writes=writes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, wire real Kafka, run the job until cancelled."""
+    from jobs.kafka_io import kafka_sink, kafka_source, make_env
+    from streamrec.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML config (default: $STREAMREC_CONFIG, then built-in defaults)")
+    parser.add_argument("--detached", action="store_true", help="submit and return (cluster mode)")
+    args = parser.parse_args(argv)
+    settings = load_config(args.config)
+    env = make_env(settings)
+    source = env.from_source(kafka_source(settings), WatermarkStrategy.no_watermarks(), "kafka: events")
+    job = build_interest_job(env, source, settings)
+    job.dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: events.dlq")
+    job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name("kafka: recommendations")
+    if args.detached:
+        env.execute_async("streamrec-interest")
+    else:
+        env.execute("streamrec-interest")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Kafka sources and sinks of the jobs, and the execution settings every job shares."""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+
+from pyflink.common import Configuration
+from pyflink.common.serialization import ByteArraySchema
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.datastream.connectors.base import DeliveryGuarantee
+from pyflink.datastream.connectors.kafka import (
+    KafkaOffsetResetStrategy,
+    KafkaOffsetsInitializer,
+    KafkaRecordSerializationSchema,
+    KafkaSink,
+    KafkaSource,
+)
+
+from infra.jars import flink_connector_jar
+from streamrec.config import PROJECT_ROOT, Settings
+
+# The sink's default transaction timeout (1 h) is above the broker's maximum (15 min): stay below it.
+TRANSACTION_TIMEOUT_MS = "600000"
+
+
+def client_properties(settings: Settings) -> dict[str, str]:
+    """Kafka client properties shared by sources and sinks (security included)."""
+    k = settings.kafka
+    props = {"security.protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        user = k.sasl_username or ""
+        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        module = "plain.PlainLoginModule" if k.sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
+        props["sasl.mechanism"] = k.sasl_mechanism
+        props["sasl.jaas.config"] = (
+            f'org.apache.flink.kafka.shaded.org.apache.kafka.common.security.{module} required '
+            f'username="{user}" password="{password}";'
+        )
+    return props
+
+
+def kafka_source(settings: Settings, topic: str | None = None) -> KafkaSource:
+    """Raw record bytes from ``topic`` (default: events), resuming from the group's committed offsets."""
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(settings.kafka.bootstrap)
+        .set_topics(topic or settings.kafka.events_topic)
+        .set_group_id(settings.kafka.consumer_group)
+        .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
+        .set_value_only_deserializer(ByteArraySchema())
+        .set_property("partition.discovery.interval.ms", "10000")
+    )
+    for name, value in client_properties(settings).items():
+        builder = builder.set_property(name, value)
+    return builder.build()
+
+
+def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
+    """A sink of raw bytes to ``topic``, flushed at every checkpoint (at-least-once)."""
+    builder = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(settings.kafka.bootstrap)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(topic)
+            .set_value_serialization_schema(ByteArraySchema())
+            .build()
+        )
+        .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+        .set_property("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
+        .set_property("linger.ms", "5")
+    )
+    for name, value in client_properties(settings).items():
+        builder = builder.set_property(name, value)
+    return builder.build()
+
+
+def python_path() -> str:
+    """PYTHONPATH for Flink's Python: thread mode embeds the base interpreter, which does not see our venv."""
+    parts = [str(PROJECT_ROOT), *site.getsitepackages()]
+    if os.environ.get("PYTHONPATH"):
+        parts.append(os.environ["PYTHONPATH"])
+    return os.pathsep.join(dict.fromkeys(parts))
+
+
+def make_env(settings: Settings) -> StreamExecutionEnvironment:
+    """An environment with parallelism, Python execution mode, checkpoints and the connector jar set."""
+    # Read by the MiniCluster JVM the gateway starts below (and by its embedded interpreters).
+    os.environ["PYTHONPATH"] = python_path()
+    f = settings.flink
+    checkpoints = settings.path(f.checkpoint_dir) if f.checkpoint_dir.startswith("/") else settings.run_dir / f.checkpoint_dir
+    conf = Configuration()
+    conf.set_string("python.execution-mode", f.python_execution_mode)
+    # Python workers (and thread mode's libpython lookup) must use this interpreter, not `python` on PATH.
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    conf.set_string("pipeline.jars", flink_connector_jar(settings.path(settings.stack.jars_dir)).as_uri())
+    conf.set_string("execution.checkpointing.interval", f"{f.checkpoint_interval_ms} ms")
+    conf.set_string("execution.checkpointing.dir", checkpoints.as_uri())
+    # Kept after a cancel or crash, so that `streamrec job start` can resume from the latest one.
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    conf.set_string("restart-strategy.type", f.restart_strategy)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(f.parallelism)
+    return env

@@ -1,0 +1,192 @@
+"""Export a trained model as an artifact (ONNX user tower + item files + contract) and check parity.
+
+The graph computes only the user vector; see :mod:`model_export.artifact` for the layout and why.
+Parity: ONNX Runtime (CPU) and eager PyTorch must agree on the user vectors of a fixed batch
+within :data:`PARITY_TOLERANCE`, else :class:`~model_export.errors.ParityError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from model_export.artifact import (
+    BATCH_AXIS,
+    CONTRACT_FILE,
+    EMBEDDINGS_FILE,
+    FORMAT_VERSION,
+    INPUT_NAME,
+    ITEMS_FILE,
+    MODEL_FILE,
+    OUTPUT_NAME,
+    ModelContract,
+    TensorSpec,
+    left_pad,
+    sha256_file,
+    verify_artifact,
+    write_contract,
+)
+from model_export.errors import ArtifactError, ParityError
+from model_export.model import PAD, SASRec
+
+# Max |onnxruntime - torch| on user vectors (LayerNorm outputs, O(1) values): float32 round-off
+# across 2 blocks stays ~1e-6; 1e-4 catches any real divergence without flaking.
+PARITY_TOLERANCE = 1e-4
+# ONNX opset: 18 is well supported by onnxruntime 1.2x+ and by both torch exporters.
+OPSET = 18
+# Rows of the fixed parity batch (lengths from 1 to max_len, plus one all-padding row).
+PARITY_BATCH = 16
+
+
+class _UserTower(nn.Module):
+    """What the graph computes: item_seq (B, L) -> user_vector (B, d)."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        return self.model.user_vector(item_seq)  # (B, d)
+
+
+def parity_batch(n_items: int, max_len: int, seed: int = 0) -> np.ndarray:
+    """A fixed int64 (PARITY_BATCH, max_len) batch: random items, history lengths 0..max_len."""
+    rng = np.random.default_rng(seed)
+    lengths = np.linspace(0, max_len, PARITY_BATCH).astype(int)
+    return left_pad([rng.integers(1, n_items + 1, size=n).tolist() for n in lengths], max_len, PAD)
+
+
+def export_onnx(model: SASRec, path: Path) -> None:
+    """Write the user tower as ONNX with a dynamic batch axis (sequence length fixed at max_len).
+
+    Uses the torch.export-based exporter (``dynamo=True``; the TorchScript one is deprecated).
+    """
+    # A fresh wrapper is in training mode, and export keeps the mode: without eval() dropout is exported.
+    tower = _UserTower(model.eval()).eval()
+    example = torch.from_numpy(parity_batch(model.n_items, model.cfg.max_len)[:2])
+    # The exporter warns about every torchvision op it cannot register; we use none of them.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        _export(tower, example, path)
+    finally:
+        exporter_log.setLevel(level)
+
+
+def _export(tower: nn.Module, example: torch.Tensor, path: Path) -> None:
+    torch.onnx.export(
+        tower,
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes={INPUT_NAME: {0: torch.export.Dim(BATCH_AXIS)}},
+        opset_version=OPSET,
+        dynamo=True,
+        # One self-contained file (the default would put weights in model.onnx.data): the contract
+        # checksums exactly the files it lists.
+        external_data=False,
+        verbose=False,
+    )
+
+
+def check_parity(model: SASRec, onnx_path: Path, tolerance: float = PARITY_TOLERANCE) -> float:
+    """Compare ONNX Runtime (CPU) with eager torch on :func:`parity_batch`.
+
+    Returns:
+        The max absolute difference of the user vectors.
+
+    Raises:
+        ParityError: the difference exceeds ``tolerance``.
+    """
+    batch = parity_batch(model.n_items, model.cfg.max_len)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = sess.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    with torch.no_grad():
+        want = model.user_vector(torch.from_numpy(batch)).numpy()
+    diff = float(np.abs(got - want).max())
+    print(f"  parity: max |onnxruntime - torch| = {diff:.2e} (tolerance {tolerance:.0e})", flush=True)
+    if not diff <= tolerance:  # also catches NaN
+        raise ParityError(diff, tolerance)
+    return diff
+
+
+def export_artifact(
+    model: SASRec,
+    items: Sequence[str],
+    artifact_dir: Path,
+    *,
+    version: str,
+    metrics: dict[str, Any],
+    train_data: dict[str, Any],
+    parent: str | None = None,
+    hyper_parameters: dict[str, Any] | None = None,
+) -> Path:
+    """Write a complete, verified artifact directory.
+
+    Args:
+        model: The trained model (moved to CPU, eval mode).
+        items: Item index: ``items[i]`` is row ``i + 1``.
+        artifact_dir: Must not exist yet, or be empty.
+        version: Model version string for the contract.
+        metrics: Offline metrics ``{protocol: {model: {...}}}``.
+        train_data: At least ``min_ts`` and ``max_ts`` (epoch ms) of the training events.
+        parent: Version this model was fine-tuned from.
+        hyper_parameters: Training config, recorded for reproduction.
+
+    Returns:
+        ``artifact_dir``.
+
+    Raises:
+        ParityError: the ONNX graph does not match the model.
+        ArtifactError: the directory exists and is not empty.
+    """
+    if artifact_dir.exists() and any(artifact_dir.iterdir()):
+        raise ArtifactError(artifact_dir, "the output directory is not empty")
+    if len(items) != model.n_items:
+        msg = f"{len(items)} item ids for a model of {model.n_items} items"
+        raise ValueError(msg)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu").eval()
+    export_onnx(model, artifact_dir / MODEL_FILE)
+    diff = check_parity(model, artifact_dir / MODEL_FILE)
+    emb = model.item_matrix().detach().numpy().astype(np.float32)  # (N + 1, d)
+    np.save(artifact_dir / EMBEDDINGS_FILE, emb)
+    (artifact_dir / ITEMS_FILE).write_text(json.dumps([None, *items]), encoding="utf-8")
+    files = [MODEL_FILE, ITEMS_FILE, EMBEDDINGS_FILE]
+    contract = ModelContract(
+        format_version=FORMAT_VERSION,
+        model_version=version,
+        model_type="sasrec",
+        inputs=[TensorSpec(INPUT_NAME, "int64", [BATCH_AXIS, model.cfg.max_len])],
+        outputs=[TensorSpec(OUTPUT_NAME, "float32", [BATCH_AXIS, model.cfg.d])],
+        max_len=model.cfg.max_len,
+        padding_id=PAD,
+        padding_side="left",
+        n_items=model.n_items,
+        embedding_dim=model.cfg.d,
+        score="dot",
+        item_index_file=ITEMS_FILE,
+        item_embeddings_file=EMBEDDINGS_FILE,
+        train_data=train_data,
+        metrics=metrics,
+        parent=parent,
+        created_at=int(time.time() * 1000),
+        hyper_parameters=hyper_parameters or {},
+        parity={"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE},
+        files={name: sha256_file(artifact_dir / name) for name in files},
+    )
+    write_contract(artifact_dir, contract)
+    verify_artifact(artifact_dir)
+    print(f"  exported {artifact_dir} ({CONTRACT_FILE}: {model.n_items} items, d={model.cfg.d})", flush=True)
+    return artifact_dir

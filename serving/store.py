@@ -1,0 +1,85 @@
+"""Every Redis key streamrec writes or reads, and its encoding: the one place jobs and serving agree on.
+
+| key | type | value |
+| --- | --- | --- |
+| ``rec:{user_id}`` | string | JSON ``{"items": [{"item_id", "score"}...], "model_version", "computed_at"}`` best first |
+| ``user:{user_id}`` | hash | ``events`` (count of events applied), ``last_ts`` (epoch ms), ``recent`` (JSON list, newest last) |
+| ``item:{item_id}`` | hash | ``title`` and the other display fields (``categories`` as a JSON list) |
+| ``popular`` | string | same JSON as ``rec:{user}``: the fallback for users with no personal list |
+| ``model:current`` | string | the model version in service |
+| ``model:history`` | list | JSON ``{"version", "promoted_at"}`` of earlier promotions, newest first |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+KeyKind = Literal["rec", "user", "item"]
+POPULAR = "popular"
+MODEL_CURRENT = "model:current"
+MODEL_HISTORY = "model:history"
+
+
+def key(kind: KeyKind, ident: str) -> str:
+    """The Redis key of a user's recommendations, a user's state view, or an item's display fields."""
+    return f"{kind}:{ident}"
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    """What ``user:{id}`` shows of a user's interest state."""
+
+    user_id: str
+    events: int
+    last_ts: int
+    recent: Sequence[str]
+
+    def to_hash(self) -> dict[str, str]:
+        return {"events": str(self.events), "last_ts": str(self.last_ts), "recent": json.dumps(list(self.recent))}
+
+
+def encode_recommendations(items: Iterable[tuple[str, float]], model_version: str, computed_at: int) -> str:
+    """The JSON string stored at ``rec:{user}`` (and ``popular``)."""
+    return json.dumps(
+        {
+            "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in items],
+            "model_version": model_version,
+            "computed_at": computed_at,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_recommendations(raw: str | bytes | None) -> dict[str, Any] | None:
+    """Inverse of :func:`encode_recommendations`; None when the key is absent."""
+    return None if raw is None else json.loads(raw)
+
+
+def decode_user(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any] | None:
+    """``HGETALL user:{id}`` back to ``{"events", "last_ts", "recent"}``; None when absent."""
+    if not raw:
+        return None
+    d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+    return {"events": int(d["events"]), "last_ts": int(d["last_ts"]), "recent": json.loads(d["recent"])}
+
+
+def item_hash(item: dict[str, Any]) -> dict[str, str]:
+    """Display fields of a catalog item as the ``item:{id}`` hash."""
+    out = {"title": str(item.get("title", ""))}
+    if item.get("categories") is not None:
+        out["categories"] = json.dumps(list(item["categories"]))
+    if item.get("text"):
+        out["text"] = str(item["text"])
+    return out
+
+
+def connect(url: str, username: str | None = None, password: str | None = None, timeout_s: float = 5.0):  # noqa: ANN201
+    """A ``redis.Redis`` client for the configured store (decoded responses off: bytes in, bytes out)."""
+    import redis
+
+    return redis.Redis.from_url(
+        url, username=username, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )

@@ -1,0 +1,200 @@
+"""Model, training, evaluation, ONNX export parity and the artifact contract (tiny synthetic data)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from model_export.artifact import (
+    CONTRACT_FILE,
+    EMBEDDINGS_FILE,
+    ITEMS_FILE,
+    MODEL_FILE,
+    load_contract,
+    verify_artifact,
+)
+from model_export.datasets import load_dataset
+from model_export.errors import ArtifactError, ModelExportError, NotEnoughDataError, ParityError
+from model_export.evaluate import (
+    evaluate,
+    item_index,
+    leave_one_out,
+    make_split,
+    popularity_ranker,
+    time_split,
+)
+from model_export.export import PARITY_TOLERANCE, check_parity, export_artifact, export_onnx, parity_batch
+from model_export.model import ModelConfig, SASRec
+from model_export.train import TrainConfig, train, train_and_export_events
+
+TINY = TrainConfig(
+    model=ModelConfig(max_len=8, d=16, n_blocks=1, dropout=0.0), epochs=15, batch_size=32, lr=1e-2
+)
+
+
+def walk_events(n_users: int = 40, n_items: int = 30, length: int = 12, seed: int = 0) -> list[dict]:
+    """Each user walks item i -> i+1 (mod n): a pattern a sequential model learns in a few epochs."""
+    rng = np.random.default_rng(seed)
+    events = []
+    for u in range(n_users):
+        start = int(rng.integers(n_items))
+        for t in range(length):
+            item = (start + t) % n_items
+            events.append(
+                {"user_id": f"u{u}", "item_id": f"i{item}", "type": "click", "ts": 1000 * (t * n_users + u)}
+            )
+    return events
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_and_export_events(walk_events(), tmp_path_factory.mktemp("art"), name="walk", config=TINY)
+
+
+def test_model_learns_the_walk_and_beats_popularity(artifact: Path) -> None:
+    metrics = load_contract(artifact).metrics
+    for protocol in ("loo", "time"):
+        assert metrics[protocol]["sasrec"]["recall@10"] > metrics[protocol]["popularity"]["recall@10"]
+    assert metrics["loo"]["sasrec"]["recall@10"] > 0.9
+
+
+def test_padding_rows_give_finite_outputs() -> None:
+    model = SASRec(10, ModelConfig(max_len=6, d=8)).eval()
+    out = model.user_vector(torch.zeros(3, 6, dtype=torch.long))
+    assert out.shape == (3, 8) and torch.isfinite(out).all()
+
+
+def test_training_is_reproducible() -> None:
+    seqs = {f"u{u}": [f"i{(u + t) % 7}" for t in range(6)] for u in range(10)}
+    cfg = TrainConfig(model=ModelConfig(max_len=5, d=8, n_blocks=1), epochs=2, batch_size=4)
+    a, b = train(seqs, cfg, seed=3), train(seqs, cfg, seed=3)
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_onnx_matches_torch_for_every_batch_size(artifact: Path) -> None:
+    contract = verify_artifact(artifact)
+    assert contract.parity["max_abs_diff"] <= PARITY_TOLERANCE
+    sess = ort.InferenceSession(str(artifact / MODEL_FILE), providers=["CPUExecutionProvider"])
+    batch = parity_batch(contract.n_items, contract.max_len, seed=1)
+    full = sess.run(["user_vector"], {"item_seq": batch})[0]
+    assert full.shape == (len(batch), contract.embedding_dim)
+    one = sess.run(["user_vector"], {"item_seq": batch[-1:]})[0]
+    np.testing.assert_allclose(one[0], full[-1], atol=PARITY_TOLERANCE)
+
+
+def test_contract_describes_the_files(artifact: Path) -> None:
+    c = load_contract(artifact)
+    assert [(t.name, t.dtype, t.shape) for t in c.inputs] == [("item_seq", "int64", ["batch", 8])]
+    assert [(t.name, t.dtype, t.shape) for t in c.outputs] == [("user_vector", "float32", ["batch", 16])]
+    items = json.loads((artifact / ITEMS_FILE).read_text())
+    assert items[0] is None and len(items) == c.n_items + 1 == 31
+    assert np.load(artifact / EMBEDDINGS_FILE).shape == (31, 16)
+    assert set(c.files) == {MODEL_FILE, ITEMS_FILE, EMBEDDINGS_FILE}
+    assert c.train_data["min_ts"] <= c.train_data["max_ts"] and c.parent is None
+    assert set(c.metrics) == {"loo", "time"}
+
+
+def copy_artifact(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for p in src.iterdir():
+        (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+def test_verify_refuses_a_corrupted_file(artifact: Path, tmp_path: Path) -> None:
+    bad = copy_artifact(artifact, tmp_path / "bad")
+    emb = np.load(bad / EMBEDDINGS_FILE)
+    emb[1, 0] += 1.0
+    np.save(bad / EMBEDDINGS_FILE, emb)
+    with pytest.raises(ArtifactError, match="sha256"):
+        verify_artifact(bad)
+    (bad / MODEL_FILE).unlink()
+    with pytest.raises(ModelExportError, match="missing"):
+        verify_artifact(bad)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("max_len", 0, "max_len"),
+        ("format_version", 99, "format_version"),
+        ("inputs", [{"name": "x", "dtype": "int64", "shape": ["batch", 8]}], "inputs"),
+        ("metrics", {"loo": {"sasrec": {"recall@10": float("nan")}}}, "non-finite"),
+        ("surprise", 1, "unknown"),
+    ],
+)
+def test_verify_refuses_a_bad_contract(
+    artifact: Path, tmp_path: Path, field: str, value: object, match: str
+) -> None:
+    bad = copy_artifact(artifact, tmp_path / "bad")
+    data = json.loads((bad / CONTRACT_FILE).read_text())
+    data[field] = value
+    (bad / CONTRACT_FILE).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=match):
+        verify_artifact(bad)
+
+
+def test_export_refuses_a_non_empty_directory(artifact: Path) -> None:
+    model = SASRec(3, ModelConfig(max_len=4, d=8))
+    with pytest.raises(ArtifactError, match="not empty"):
+        export_artifact(
+            model, ["a", "b", "c"], artifact, version="x", metrics={}, train_data={"min_ts": 0, "max_ts": 0}
+        )
+
+
+def test_splits_hold_out_the_right_items() -> None:
+    events = walk_events(n_users=3, length=5)
+    loo = leave_one_out(events)
+    assert loo.cases == [("u0", 4), ("u1", 4), ("u2", 4)]
+    assert all(loo.train[u] == loo.sequences[u][:4] for u in ("u0", "u1", "u2"))
+    ts = time_split(events, test_fraction=0.4)
+    assert ts.cutoff_ts is not None and ts.max_ts < ts.cutoff_ts
+    # 15 events, cutoff at the 10th: 3 users x 3 training items; every later event is a case, in time order
+    assert all(len(s) == 3 for s in ts.train.values())
+    assert ts.cases == [("u0", 3), ("u1", 3), ("u2", 3), ("u0", 4), ("u1", 4), ("u2", 4)]
+    with pytest.raises(NotEnoughDataError):
+        leave_one_out(events[:1])
+
+
+def test_popularity_baseline_reproduces_the_reference_on_ml100k() -> None:
+    split = make_split(load_dataset("ml-100k").events, "loo")
+    items = item_index(split.train)
+    m = evaluate(popularity_ranker(split.train, items), split, items)
+    assert round(m["recall@10"], 4) == 0.0859 and round(m["ndcg@10"], 4) == 0.0449
+
+
+def test_parity_check_catches_a_graph_that_differs_from_the_model(tmp_path: Path) -> None:
+    model = SASRec(6, ModelConfig(max_len=5, d=8, n_blocks=1)).eval()
+    export_onnx(model, tmp_path / "m.onnx")
+    assert check_parity(model, tmp_path / "m.onnx") <= PARITY_TOLERANCE
+    with torch.no_grad():
+        model.ln_f.bias.add_(0.01)
+    with pytest.raises(ParityError, match="parity failed"):
+        check_parity(model, tmp_path / "m.onnx")
+
+
+def test_verify_refuses_a_contract_that_disagrees_with_the_graph(artifact: Path, tmp_path: Path) -> None:
+    bad = copy_artifact(artifact, tmp_path / "bad")
+    data = json.loads((bad / CONTRACT_FILE).read_text())
+    data["max_len"] = 9
+    data["inputs"][0]["shape"] = ["batch", 9]
+    (bad / CONTRACT_FILE).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="not the contract's"):
+        verify_artifact(bad)
+
+
+def test_verify_refuses_an_unlisted_file(artifact: Path, tmp_path: Path) -> None:
+    bad = copy_artifact(artifact, tmp_path / "bad")
+    (bad / "model.onnx.data").write_bytes(b"weights nobody checksummed")
+    with pytest.raises(ArtifactError, match="not in the contract"):
+        verify_artifact(bad)
+
+
+def test_export_is_one_self_contained_onnx_file(tmp_path: Path) -> None:
+    model = SASRec(1700, ModelConfig()).eval()  # ML-100k size: the exporter's default splits weights out
+    export_onnx(model, tmp_path / "m.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

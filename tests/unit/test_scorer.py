@@ -1,0 +1,96 @@
+"""The ONNX scorer against eager torch: same top-k, seen items excluded, any batch size."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_export.artifact import left_pad
+from model_export.export import export_artifact
+from model_export.model import ModelConfig, SASRec
+from model_export.train import TrainConfig, train
+from serving.scorer import Scorer
+
+ITEMS = [f"i{n}" for n in range(40)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[SASRec, Path]:
+    rng = np.random.default_rng(0)
+    seqs = {f"u{u}": [ITEMS[(s + t) % 40] for t in range(10)] for u, s in enumerate(rng.integers(0, 40, 50))}
+    cfg = TrainConfig(model=ModelConfig(max_len=6, d=16, n_blocks=2, n_heads=2), epochs=3, batch_size=16)
+    tm = train(seqs, cfg, seed=0)
+    assert tm.items == sorted(ITEMS)
+    out = tmp_path_factory.mktemp("art") / "a"
+    export_artifact(tm.model, tm.items, out, version="t1", metrics={}, train_data={"min_ts": 0, "max_ts": 1})
+    return tm.model, out
+
+
+@pytest.fixture(scope="module")
+def scorer(trained: tuple[SASRec, Path]) -> Scorer:
+    return Scorer(trained[1], prefer_gpu=False)
+
+
+def torch_topk(model: SASRec, history: list[str], k: int, exclude: set[str]) -> list[str]:
+    row = {item: r for r, item in enumerate(sorted(ITEMS), start=1)}
+    seq = torch.from_numpy(left_pad([[row[i] for i in history if i in row]], model.cfg.max_len))
+    with torch.no_grad():
+        scores = (model.user_vector(seq) @ model.item_matrix().T)[0].numpy()
+    scores[0] = -np.inf
+    scores[[row[i] for i in exclude]] = -np.inf
+    ids = [None, *sorted(ITEMS)]
+    return [ids[r] for r in np.argsort(-scores, kind="stable")[:k]]
+
+
+def test_metadata(scorer: Scorer) -> None:
+    assert scorer.version == "t1" and scorer.max_len == 6
+    assert scorer.provider == "CPUExecutionProvider"
+    assert scorer.item_ids == sorted(ITEMS) and scorer.knows("i3") and not scorer.knows("nope")
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_same_topk_as_torch_and_seen_excluded(
+    trained: tuple[SASRec, Path], scorer: Scorer, batch: int
+) -> None:
+    rng = np.random.default_rng(batch)
+    histories = [list(rng.choice(ITEMS, size=int(rng.integers(1, 12)), replace=False)) for _ in range(batch)]
+    out = scorer.score(histories, k=10)
+    assert len(out) == batch
+    for h, recs in zip(histories, out, strict=True):
+        ids = [i for i, _ in recs]
+        assert ids == torch_topk(trained[0], h, 10, set(h))
+        assert not set(ids) & set(h)
+        scores = [s for _, s in recs]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_and_empty_histories(scorer: Scorer) -> None:
+    out = scorer.score([["nope", "i1"], ["nope"], []], k=5)
+    assert len(out[0]) == 5 and out[1] == [] and out[2] == []
+    assert scorer.score([], k=5) == []
+
+
+def test_explicit_exclude_and_k_larger_than_catalog(scorer: Scorer) -> None:
+    (recs,) = scorer.score([["i1", "i2"]], k=100, exclude=[{"i5"}])
+    ids = [i for i, _ in recs]
+    assert len(ids) == 39 and "i5" not in ids and "i1" in ids
+
+
+def test_restrict_to_the_live_catalog(trained: tuple[SASRec, Path]) -> None:
+    s = Scorer(trained[1], prefer_gpu=False)
+    assert s.restrict_to(["i1", "i2", "i3", "unknown"]) == 3
+    (recs,) = s.score([["i1"]], k=10)
+    assert {i for i, _ in recs} == {"i2", "i3"}
+    s.restrict_to(None)
+    assert len(s.score([["i1"]], k=50)[0]) == 39
+
+
+def test_serving_does_not_load_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, serving.scorer, model_export; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "False"
