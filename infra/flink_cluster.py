@@ -7,13 +7,36 @@ with a config written to ``home/conf``; jobs are submitted to it with the Flink 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import site
 import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from infra.process import PortTakenError, port_in_use, require_java, spawn, stop_pid, wait_until
+
+
+def python_path() -> str:
+    """PYTHONPATH for Flink's Python: thread mode embeds the base interpreter, which does not see our venv."""
+    parts = [str(Path(__file__).resolve().parent.parent), *site.getsitepackages()]
+    if os.environ.get("PYTHONPATH"):
+        parts.append(os.environ["PYTHONPATH"])
+    return os.pathsep.join(dict.fromkeys(parts))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat |= _flatten(v, f"{prefix}{k}.")
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
 
 
 def flink_home() -> Path:
@@ -45,9 +68,27 @@ class FlinkCluster:
     def log_dir(self) -> Path:
         return self.home / "log"
 
+    @property
+    def lib_dir(self) -> Path:
+        return self.home / "lib"
+
     def env(self) -> dict[str, str]:
         """Environment for bin/ scripts and the Flink CLI."""
-        return {"FLINK_CONF_DIR": str(self.conf_dir), "FLINK_LOG_DIR": str(self.log_dir)}
+        return {
+            "FLINK_CONF_DIR": str(self.conf_dir),
+            "FLINK_LOG_DIR": str(self.log_dir),
+            "FLINK_LIB_DIR": str(self.lib_dir),
+            "PYTHONPATH": python_path(),
+        }
+
+    def write_lib(self) -> None:
+        """The wheel's lib/ plus opt/flink-python: the cluster runs Python operators, the wheel's lib lacks it."""
+        self.lib_dir.mkdir(parents=True, exist_ok=True)
+        jars = [*(flink_home() / "lib").glob("*.jar"), *(flink_home() / "opt").glob("flink-python-*.jar")]
+        for jar in jars:
+            link = self.lib_dir / jar.name
+            if not link.exists():
+                link.symlink_to(jar)
 
     def write_conf(self) -> None:
         src = flink_home() / "conf"
@@ -55,7 +96,9 @@ class FlinkCluster:
         for f in src.iterdir():
             if f.is_file() and f.name != "config.yaml":
                 shutil.copy(f, self.conf_dir / f.name)
-        conf = {
+        # Keep the distribution's defaults (its JVM --add-opens among them), flattened to "a.b.c" keys.
+        conf = _flatten(yaml.safe_load((src / "config.yaml").read_text()) or {})
+        conf |= {
             "jobmanager.rpc.address": "localhost",
             "jobmanager.rpc.port": self.rpc_port,
             "jobmanager.bind-host": "localhost",
@@ -70,6 +113,7 @@ class FlinkCluster:
             "parallelism.default": 1,
             "python.executable": self.python,
             "python.client.executable": self.python,
+            "env.java.opts.all": conf.get("env.java.opts.all", ""),
         }
         # config.yaml is YAML; flat "a.b: v" keys are accepted, and JSON is YAML.
         (self.conf_dir / "config.yaml").write_text(json.dumps(conf, indent=1) + "\n")
@@ -81,6 +125,7 @@ class FlinkCluster:
             if port_in_use(port):
                 raise PortTakenError("Flink", port)
         self.write_conf()
+        self.write_lib()
         bin_dir = flink_home() / "bin"
         jm_log = self.log_dir / "jobmanager.out"
         tm_log = self.log_dir / "taskmanager.out"

@@ -113,3 +113,22 @@ class KafkaBroker:
     def stop(pid: int | None) -> bool:
         """Controlled shutdown (SIGTERM), SIGKILL if it hangs."""
         return stop_pid(pid, timeout=30.0)
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int, client_config: dict | None = None) -> list[str]:
+    """Create the topics that do not exist yet (idempotent); returns the ones created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **(client_config or {}))
+    try:
+        missing = [t for t in topics if t not in set(admin.list_topics())]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+        return missing
+    finally:
+        admin.close()

@@ -122,3 +122,61 @@ def dead_letter(raw: bytes, reason: str, source_topic: str, max_reason_chars: in
     except UnicodeDecodeError:
         pass
     return json.dumps(envelope, ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One catalog upsert from the ``items`` topic."""
+
+    item_id: str
+    title: str
+    ts: int
+    text: str | None = None
+    categories: tuple[str, ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"item_id": self.item_id, "title": self.title, "ts": self.ts}
+        out.update(categories=list(self.categories), attributes=self.attributes)
+        if self.text is not None:
+            out["text"] = self.text
+        return out
+
+
+MAX_TEXT_CHARS = 10_000
+
+
+def validate_item(obj: Any) -> Item:
+    """Check a decoded ``items`` record; raises InvalidRecordError with the reason."""
+    if not isinstance(obj, dict):
+        raise InvalidRecordError(f"an item must be a JSON object, got {type(obj).__name__}")
+    item_id = _id(obj, "item_id")
+    title = obj.get("title")
+    if not isinstance(title, str) or not title.strip() or len(title) > MAX_ID_CHARS * 4:
+        raise InvalidRecordError("field 'title' must be a non-empty string of <= 1024 characters")
+    ts = obj.get("ts", 0)
+    if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+        raise InvalidRecordError("field 'ts' must be a non-negative integer (epoch milliseconds)")
+    text = obj.get("text")
+    if text is not None and (not isinstance(text, str) or len(text) > MAX_TEXT_CHARS):
+        raise InvalidRecordError(f"field 'text' must be a string of <= {MAX_TEXT_CHARS} characters")
+    cats = obj.get("categories") or []
+    if not isinstance(cats, list) or not all(isinstance(c, str) and c for c in cats):
+        raise InvalidRecordError("field 'categories' must be a list of non-empty strings")
+    attrs = obj.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise InvalidRecordError("field 'attributes' must be a JSON object")
+    return Item(item_id, title, ts, text, tuple(cats), attrs)
+
+
+def parse_item(raw: bytes) -> Item:
+    """Decode and validate one ``items`` record."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidRecordError(f"record of {len(raw)} bytes exceeds {MAX_RECORD_BYTES}")
+    try:
+        obj = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidRecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidRecordError(f"not JSON: {exc}") from exc
+    return validate_item(obj)

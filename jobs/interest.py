@@ -41,6 +41,7 @@ RATING_MIDPOINT = 2.5
 MS_PER_HOUR = 3_600_000
 # Records bound for Kafka are raw bytes on the Java side (ByteArraySchema), not pickled Python objects.
 KAFKA_BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+JOB_NAME = "streamrec-interest"
 DLQ_TAG = OutputTag("dead-letters", KAFKA_BYTES)
 
 
@@ -183,7 +184,6 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML config (default: $STREAMREC_CONFIG, then built-in defaults)")
-    parser.add_argument("--detached", action="store_true", help="submit and return (cluster mode)")
     args = parser.parse_args(argv)
     settings = load_config(args.config)
     env = make_env(settings)
@@ -191,11 +191,16 @@ def main(argv: list[str] | None = None) -> None:
     job = build_interest_job(env, source, settings)
     job.dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: events.dlq")
     job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name("kafka: recommendations")
-    if args.detached:
-        env.execute_async("streamrec-interest")
-    else:
-        env.execute("streamrec-interest")
+    client = env.execute_async(JOB_NAME)
+    # `streamrec job start` waits for this line; under `flink run -d` the client returns here.
+    print(f"{JOB_NAME} submitted as job {client.get_job_id()}", flush=True)
+    if settings.flink.cluster is None:
+        client.get_job_execution_result().result()
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's main, not this __main__ copy's: state objects must pickle as
+    # jobs.interest.UserState, which the workers can import (`flink run -py jobs/interest.py`).
+    from jobs.interest import main as imported_main
+
+    imported_main()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import site
 import sys
 
 from pyflink.common import Configuration
@@ -18,8 +17,9 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSource,
 )
 
+from infra.flink_cluster import python_path
 from infra.jars import flink_connector_jar
-from streamrec.config import PROJECT_ROOT, Settings
+from streamrec.config import Settings
 
 # The sink's default transaction timeout (1 h) is above the broker's maximum (15 min): stay below it.
 TRANSACTION_TIMEOUT_MS = "600000"
@@ -75,14 +75,6 @@ def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
     for name, value in client_properties(settings).items():
         builder = builder.set_property(name, value)
     return builder.build()
-
-
-def python_path() -> str:
-    """PYTHONPATH for Flink's Python: thread mode embeds the base interpreter, which does not see our venv."""
-    parts = [str(PROJECT_ROOT), *site.getsitepackages()]
-    if os.environ.get("PYTHONPATH"):
-        parts.append(os.environ["PYTHONPATH"])
-    return os.pathsep.join(dict.fromkeys(parts))
 
 
 def make_env(settings: Settings) -> StreamExecutionEnvironment:

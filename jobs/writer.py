@@ -8,6 +8,7 @@ the state, so a replay after recovery converges to the same values (``user:{id}.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from serving.store import UserView, connect, encode_recommendations, key
 if TYPE_CHECKING:
     from jobs.interest import UserState
     from streamrec.config import Settings
+
+log = logging.getLogger(__name__)
 
 # Fires at end of a bounded input (the final watermark), so tests and replays of files flush everything.
 END_OF_INPUT = 2**63 - 2
@@ -43,6 +46,52 @@ class RedisUnavailableError(JobError):
         )
 
 
+class ServingModel:
+    """The promoted model of the registry, re-checked every ``check_every_s``: a promotion hot-swaps it.
+
+    A version that fails verification (checksum, contract) is refused with an error log, and the model
+    already in service keeps serving.
+    """
+
+    def __init__(self, registry_dir: str, check_every_s: float) -> None:
+        self.registry_dir = registry_dir
+        self.check_every_s = check_every_s
+        self.scorer: Any = None
+        self.version: str | None = None
+        self._checked = 0.0
+        self._refused: set[str] = set()
+
+    def get(self) -> Any:
+        """The current Scorer (None while no version is promoted)."""
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._refresh()
+        return self.scorer
+
+    def _refresh(self) -> None:
+        from model_export.errors import ModelExportError
+        from model_export.registry import Registry
+        from serving.scorer import Scorer
+
+        try:
+            registry = Registry(self.registry_dir)
+            version = registry.current()
+        except (ModelExportError, OSError, ValueError) as exc:
+            log.error("model registry %s unreadable, %s keeps serving: %s", self.registry_dir, self.version, exc)
+            return
+        if version is None or version == self.version or version in self._refused:
+            return
+        try:
+            scorer = Scorer(registry.path(version))
+        except (ModelExportError, OSError, ValueError) as exc:
+            self._refused.add(version)
+            log.error("model %s refused, %s keeps serving: %s", version, self.version, exc)
+            return
+        log.info("model %s now serving (was %s, provider %s)", version, self.version, scorer.provider)
+        self.scorer, self.version = scorer, version
+
+
 class RecommendationWriter(KeyedProcessFunction):
     """Per shard: buffer user states, and every ``flush_interval_ms`` score and write them in one batch."""
 
@@ -56,7 +105,9 @@ class RecommendationWriter(KeyedProcessFunction):
         self.redis = connect(r.url, r.username, r.password.get_secret_value() if r.password else None)
         # Shards whose timers are set: saves a timer registration per element (a JVM call each).
         self.armed: set[int] = set()
-        self.scorer: Any = None
+        self.model = ServingModel(
+            str(self.settings.path(self.settings.models.registry_dir)), self.settings.job.model_check_interval_s
+        )
 
     def close(self) -> None:
         self.redis.close()
@@ -88,17 +139,16 @@ class RecommendationWriter(KeyedProcessFunction):
         now_ms = int(time.time() * 1000)
         recs: list[list[tuple[str, float]]] = [[] for _ in states]
         version = ""
-        if self.scorer is not None:
-            version = self.scorer.version
-            recs = self.scorer.score(
-                [s.recent_items() for s in states], self.settings.job.top_k, exclude=[s.seen for s in states]
-            )
+        scorer = self.model.get()
+        if scorer is not None:
+            version = self.model.version or scorer.version
+            recs = scorer.score([s.recent_items() for s in states], self.settings.job.top_k, exclude=[s.seen for s in states])
         ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         audit = []
         for s, items in zip(states, recs, strict=True):
             view = UserView(s.user_id, s.events, s.last_ts, s.recent_items())
             ops.append(("hset", (key("user", s.user_id),), {"mapping": view.to_hash()}))
-            if version:
+            if items:
                 ops.append(("set", (key("rec", s.user_id), encode_recommendations(items, version, now_ms)), {}))
             record = {"user_id": s.user_id, "events": s.events, "items": [i for i, _ in items],
                       "scores": [round(float(x), 6) for _, x in items], "model_version": version, "ts": now_ms}

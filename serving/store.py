@@ -76,6 +76,24 @@ def item_hash(item: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def decode_item(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any] | None:
+    """``HGETALL item:{id}`` back to its display fields (``categories`` as a list); None when absent."""
+    if not raw:
+        return None
+
+    def text(b: bytes | str) -> str:
+        return b.decode() if isinstance(b, bytes) else b
+
+    d = {text(k): text(v) for k, v in raw.items()}
+    out: dict[str, Any] = dict(d)
+    if "categories" in d:
+        try:
+            out["categories"] = json.loads(d["categories"])
+        except ValueError:  # a writer outside item_hash() stored plain text: show it as one category
+            out["categories"] = [d["categories"]]
+    return out
+
+
 def connect(url: str, username: str | None = None, password: str | None = None, timeout_s: float = 5.0):  # noqa: ANN201
     """A ``redis.Redis`` client for the configured store (decoded responses off: bytes in, bytes out)."""
     import redis
@@ -83,3 +101,21 @@ def connect(url: str, username: str | None = None, password: str | None = None, 
     return redis.Redis.from_url(
         url, username=username, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )
+
+
+def announce_model(client: Any, version: str, now_ms: int | None = None) -> None:
+    """Set ``model:current`` and push the previous one onto ``model:history`` (newest first)."""
+    import time
+
+    previous = client.get(MODEL_CURRENT)
+    pipe = client.pipeline(transaction=True)
+    if previous is not None and previous.decode() != version:
+        entry = {"version": previous.decode(), "replaced_at": now_ms or int(time.time() * 1000)}
+        pipe.lpush(MODEL_HISTORY, json.dumps(entry))
+    pipe.set(MODEL_CURRENT, version)
+    pipe.execute()
+
+
+def write_popular(client: Any, items: Sequence[tuple[str, float]], model_version: str, computed_at: int) -> None:
+    """The fallback list for users with no personal recommendations."""
+    client.set(POPULAR, encode_recommendations(items, model_version, computed_at))

@@ -75,6 +75,8 @@ class JobConfig(_Section):
     # A shard of the writer collects users for this long (or this many) before one scoring + Redis round trip.
     flush_interval_ms: int = Field(100, ge=1)
     writer_shards: int = Field(4, ge=1)
+    # How often the writer looks for a newly promoted model (the hot-swap delay).
+    model_check_interval_s: float = Field(2.0, gt=0)
     dlq_reason_max_chars: int = Field(500, ge=20)
 
 

@@ -1,0 +1,275 @@
+"""The HTTP API front-ends read: recommendations, user views and items, straight from Redis.
+
+Run it with ``streamrec serve [--port N]`` (host and port from ``api.host`` / ``api.port``, Redis
+from ``redis.url``; e.g. ``STREAMREC_API__PORT=8080``). OpenAPI at ``/docs`` and ``/openapi.json``.
+
+Every error is JSON ``{"detail": "..."}``: a bad parameter is a 422 that names it, an absent user
+or item a 404, and while Redis is unreachable every endpoint answers 503 (``"status":
+"unavailable"`` too) until redis-py's pool reconnects by itself on the next request.
+
+Ids travel percent-encoded in the path and may contain ``/`` (MovieLens-1M item ids are titles
+such as ``Face/Off (1997)``); a user id cannot end in ``/recommendations``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import redis
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.store import (
+    MODEL_CURRENT,
+    POPULAR,
+    connect,
+    decode_item,
+    decode_recommendations,
+    decode_user,
+    key,
+)
+from streamrec.config import Settings
+
+MAX_K = 100
+MAX_ID_CHARS = 256
+# C0 and C1 control characters (and DEL): they break logs and Redis tooling, never a real id.
+_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+_ID_RULE = f"1..{MAX_ID_CHARS} characters, no control characters"
+
+# --- response bodies (they are the OpenAPI schema) ---------------------------------------------
+
+
+class Error(BaseModel):
+    """Every error the API answers."""
+
+    detail: str = Field(examples=["k: Input should be less than or equal to 100"])
+
+
+class Unavailable(Error):
+    """The answer while Redis cannot be reached."""
+
+    status: Literal["unavailable"] = "unavailable"
+
+
+class RecommendedItem(BaseModel):
+    """One recommended item, best first."""
+
+    item_id: str
+    title: str | None = Field(description="from `item:{item_id}`; null when the catalog lacks the item")
+    score: float
+
+
+class Recommendations(BaseModel):
+    """A user's top-k."""
+
+    user_id: str
+    items: list[RecommendedItem]
+    source: Literal["personal", "popular"] = Field(
+        description="`personal`: the user's own `rec:{user_id}`; `popular`: the fallback for unknown users"
+    )
+    model_version: str | None = Field(description="the model that computed the list; null when there is none")
+    computed_at: int | None = Field(description="epoch ms the list was computed; null when there is none")
+
+
+class UserView(BaseModel):
+    """What the stream knows of a user (`user:{user_id}`)."""
+
+    user_id: str
+    events: int = Field(description="events applied to the user's state")
+    last_ts: int = Field(description="event time (epoch ms) of the last one")
+    recent: list[str] = Field(description="recent item ids, newest last")
+
+
+class Item(BaseModel):
+    """An item's display fields (`item:{item_id}`); fields beyond these are passed through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    item_id: str
+    title: str | None = None
+    categories: list[Any] | None = None
+    text: str | None = None
+
+
+class Health(BaseModel):
+    """Liveness of the API and its store."""
+
+    status: Literal["ok"] = "ok"
+    redis: Literal["ok"] = "ok"
+    model_version: str | None = Field(description="`model:current`, the version in service; null before any")
+
+
+# --- plumbing --------------------------------------------------------------------------------
+
+UserId = Annotated[
+    str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=_ID_PATTERN, description=f"user id: {_ID_RULE}")
+]
+ItemId = Annotated[
+    str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=_ID_PATTERN, description=f"item id: {_ID_RULE}")
+]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": Error, "description": "a parameter is invalid; the detail names it"},
+    503: {"model": Unavailable, "description": "Redis is unreachable; retry later"},
+}
+
+
+def _redis(request: Request) -> Any:  # noqa: ANN401
+    return request.app.state.redis
+
+
+# A redis.Redis; Any because redis-py's annotations union every sync result with its async Awaitable.
+Store = Annotated[Any, Depends(_redis)]
+
+
+def _text(raw: bytes | str | None) -> str | None:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def _validation_message(errors: Sequence[Any]) -> str:
+    """FastAPI's error list as one sentence: ``k: Input should be ...; user_id: ...``."""
+    parts = []
+    for err in errors:
+        name = str(err["loc"][-1]) if err.get("loc") else "request"
+        pattern = err.get("type") == "string_pattern_mismatch"  # pydantic would print the regex
+        msg = f"must be {_ID_RULE}" if pattern else err.get("msg", "invalid")
+        parts.append(f"{name}: {msg}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(status_code=422, content={"detail": _validation_message(exc.errors())})
+
+
+async def _on_redis_down(_: Request, exc: Exception) -> JSONResponse:
+    # redis-py reports the host:port in its message; the URL (which may hold a password) stays out.
+    detail = f"Redis is unreachable ({exc}); the API answers again as soon as Redis is back"
+    return JSONResponse(status_code=503, content=Unavailable(detail=detail).model_dump())
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> FastAPI:
+    """The API on ``redis_client``, or on a client for ``settings.redis`` (closed at shutdown)."""
+    owned = redis_client is None
+    if redis_client is None:
+        password = settings.redis.password.get_secret_value() if settings.redis.password else None
+        redis_client = connect(settings.redis.url, settings.redis.username, password)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        yield
+        if owned:
+            app.state.redis.close()
+
+    app = FastAPI(
+        title="streamrec API",
+        version="1",
+        description="Real-time recommendations for front-ends, read from the online store (Redis) "
+        "that the streaming job keeps up to date.",
+        lifespan=lifespan,
+    )
+    app.state.redis = redis_client
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    # ConnectionError covers refused, reset and auth failures; TimeoutError a Redis that hangs.
+    app.add_exception_handler(redis.ConnectionError, _on_redis_down)
+    app.add_exception_handler(redis.TimeoutError, _on_redis_down)
+
+    # Sync handlers: FastAPI runs them in its thread pool, so a slow Redis never blocks the loop.
+    @app.get(
+        "/v1/users/{user_id:path}/recommendations",
+        response_model=Recommendations,
+        responses=_ERRORS,
+        summary="A user's recommendations",
+        tags=["recommendations"],
+    )
+    def recommendations(
+        user_id: UserId,
+        store: Store,
+        k: Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K}")] = 10,
+    ) -> Recommendations:
+        """The user's top-k (`rec:{user_id}`), or the `popular` list for a user without one.
+
+        When neither exists the answer is still 200: no items, source `popular`, and null
+        `model_version` and `computed_at`, so a front-end renders an empty shelf, not an error.
+        Titles come from `item:{item_id}` in one pipelined round trip.
+        """
+        # Both lists in one round trip: the fallback is small and an unknown user costs no extra trip.
+        personal, popular = store.pipeline(transaction=False).get(key("rec", user_id)).get(POPULAR).execute()
+        payload = decode_recommendations(personal)
+        source: Literal["personal", "popular"] = "personal"
+        if payload is None:
+            payload, source = decode_recommendations(popular), "popular"
+        if payload is None:
+            return Recommendations(
+                user_id=user_id, items=[], source=source, model_version=None, computed_at=None
+            )
+        top = payload.get("items", [])[:k]
+        pipe = store.pipeline(transaction=False)
+        for entry in top:
+            pipe.hmget(key("item", str(entry["item_id"])), ["title"])
+        titles = pipe.execute() if top else []
+        return Recommendations(
+            user_id=user_id,
+            items=[
+                RecommendedItem(item_id=str(e["item_id"]), title=_text(t[0]), score=float(e["score"]))
+                for e, t in zip(top, titles, strict=True)
+            ],
+            source=source,
+            model_version=payload.get("model_version"),
+            computed_at=payload.get("computed_at"),
+        )
+
+    @app.get(
+        "/v1/users/{user_id:path}",
+        response_model=UserView,
+        responses={404: {"model": Error, "description": "no such user"}, **_ERRORS},
+        summary="What the stream knows of a user",
+        tags=["users"],
+    )
+    def user(user_id: UserId, store: Store) -> UserView:
+        """The user's state view (`user:{user_id}`): event count, last event time, recent items."""
+        view = decode_user(store.hgetall(key("user", user_id)))
+        if view is None:
+            raise HTTPException(404, f"user {user_id!r} is unknown: none of their events reached the stream")
+        return UserView(user_id=user_id, **view)
+
+    @app.get(
+        "/v1/items/{item_id:path}",
+        response_model=Item,
+        responses={404: {"model": Error, "description": "no such item"}, **_ERRORS},
+        summary="An item's display fields",
+        tags=["items"],
+    )
+    def item(item_id: ItemId, store: Store) -> Item:
+        """The item's display fields (`item:{item_id}`): title, categories, text and any others."""
+        fields = decode_item(store.hgetall(key("item", item_id)))
+        if fields is None:
+            raise HTTPException(404, f"item {item_id!r} is not in the catalog")
+        return Item(**{**fields, "item_id": item_id})
+
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses={503: _ERRORS[503]},
+        summary="Liveness of the API and Redis",
+        tags=["health"],
+    )
+    def healthz(store: Store) -> Health:
+        """200 when Redis answers, with the model version in service; 503 when it does not."""
+        _, current = store.pipeline(transaction=False).ping().get(MODEL_CURRENT).execute()
+        return Health(model_version=_text(current))
+
+    return app
+
+
+def serve(settings: Settings, port: int | None = None) -> None:
+    """Serve the API with uvicorn on ``api.host`` and ``port`` (default ``api.port``) until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=settings.api.host, port=port or settings.api.port)

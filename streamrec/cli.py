@@ -1,0 +1,265 @@
+"""The ``streamrec`` command: the local stack, producers, training, the model registry, the job and the API.
+
+    streamrec up | down | status [--json]
+    streamrec produce --user U --item I [--type click] | replay --dataset ml-100k [--rate N] [--limit N]
+    streamrec train --dataset ml-100k [--promote] | models list [--json] | register DIR | promote V | rollback
+    streamrec job start [--cluster URL] | stop | status [--json]
+    streamrec serve [--port N] | demo
+
+Every command reads the one configuration (``--config``, ``$STREAMREC_CONFIG``, ``STREAMREC_*`` variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from streamrec.config import ConfigError, Settings, load_config
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.stack import up
+
+    up(settings, with_cluster=args.cluster)
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.stack import down
+
+    down(settings)
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.stack import status
+
+    st = status(settings)
+    if args.json:
+        _print_json(st)
+    else:
+        for name, info in st.items():
+            where = info.get("bootstrap") or info.get("url") or info.get("rest_url") or info.get("mode")
+            print(f"{name:7} {'running' if info['running'] else 'stopped':8} {where}")
+    return 0
+
+
+def _producer(settings: Settings) -> Any:
+    from jobs.producer import EventProducer
+
+    k = settings.kafka
+    return EventProducer(k.bootstrap, k.events_topic, k.items_topic)
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    event: dict[str, Any] = {"user_id": args.user, "item_id": args.item, "type": args.type,
+                             "ts": args.ts if args.ts is not None else int(time.time() * 1000)}
+    if args.value is not None:
+        event["value"] = args.value
+    if args.scenario:
+        event["scenario"] = args.scenario
+    with _producer(settings) as p:
+        ev = p.send(event)
+    print(f"sent {ev.to_json().decode()} to {settings.kafka.events_topic}")
+    return 0
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.producer import replay
+    from model_export.datasets import load_dataset
+
+    data = load_dataset(args.dataset)
+    with _producer(settings) as p:
+        if not args.no_items:
+            for item in data.items:
+                p.send_item(item)
+            print(f"sent {len(data.items)} items to {settings.kafka.items_topic}")
+        n = replay(p, data.events, rate=args.rate, limit=args.limit, total=len(data.events))
+    print(f"sent {n} events of {args.dataset} to {settings.kafka.events_topic} in event-time order")
+    return 0
+
+
+def _registry(settings: Settings) -> Any:
+    from model_export.registry import Registry
+
+    return Registry(settings.path(settings.models.registry_dir))
+
+
+def announce(settings: Settings, version: str) -> None:
+    """Tell front-ends (``model:current``) which version serves; skipped with a note if Redis is down."""
+    import redis
+
+    from serving.store import announce_model, connect
+
+    r = settings.redis
+    try:
+        announce_model(connect(r.url, r.username, r.password.get_secret_value() if r.password else None), version)
+    except redis.RedisError as exc:
+        print(f"note: model:current not updated in Redis ({exc}); the job reads the registry itself")
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from model_export.train import train_and_export
+
+    out = settings.run_dir / "artifacts"
+    artifact = train_and_export(args.dataset, out, seed=args.seed, epochs=args.epochs, max_events=args.max_events)
+    reg = _registry(settings)
+    version = reg.publish(artifact)
+    print(f"registered {version} from {artifact}")
+    if args.promote:
+        reg.promote(version)
+        announce(settings, version)
+        print(f"promoted {version}")
+    return 0
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    reg = _registry(settings)
+    if args.models_cmd == "list":
+        rows = reg.list_versions()
+        if args.json:
+            _print_json(rows)
+        else:
+            for row in rows:
+                mark = "*" if row["promoted"] else " "
+                print(f"{mark} {row['version']}  parent={row['parent']}  {row['path']}")
+        return 0
+    if args.models_cmd == "register":
+        print(f"registered {reg.publish(Path(args.dir))}")
+        return 0
+    version = reg.promote(args.version) if args.models_cmd == "promote" else reg.rollback()
+    announce(settings, version)
+    print(f"serving {version}")
+    return 0
+
+
+def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import launcher
+
+    if args.job_cmd == "start":
+        launcher.start(settings, args.config, cluster=args.cluster)
+    elif args.job_cmd == "stop":
+        launcher.stop(settings)
+    else:
+        st = launcher.status(settings)
+        if args.json:
+            _print_json(st)
+        else:
+            print(f"job     {'running' if st['running'] else 'stopped'} {st['mode'] or ''} {st['job_id'] or ''}")
+            print(f"        latest checkpoint: {st['checkpoint']}")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from serving.api import serve
+
+    serve(settings, port=args.port)
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from streamrec.demo import run_demo
+
+    return run_demo(settings, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (its subcommands are a contract: see ARCHITECTURE.md)."""
+    p = argparse.ArgumentParser(prog="streamrec", description="streaming real-time recommender")
+    p.add_argument("--config", help="YAML config file (default: $STREAMREC_CONFIG, then built-in defaults)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("up", help="start the local stack (Kafka, Redis; --cluster adds a standalone Flink)")
+    s.add_argument("--cluster", action="store_true", help="also start a JobManager + TaskManager")
+    s.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the local stack").set_defaults(func=cmd_down)
+    s = sub.add_parser("status", help="show the local stack")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("produce", help="send one event")
+    s.add_argument("--user", required=True)
+    s.add_argument("--item", required=True)
+    s.add_argument("--type", default="click")
+    s.add_argument("--ts", type=int, help="event time, epoch ms (default: now)")
+    s.add_argument("--value", type=float)
+    s.add_argument("--scenario")
+    s.set_defaults(func=cmd_produce)
+    s = sub.add_parser("replay", help="stream a data set through Kafka in event-time order")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--no-items", action="store_true", help="do not send the catalog to the items topic")
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("train", help="train, evaluate, export and register a model version")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--promote", action="store_true")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--max-events", type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("models", help="the model registry")
+    msub = s.add_subparsers(dest="models_cmd", required=True)
+    m = msub.add_parser("list")
+    m.add_argument("--json", action="store_true")
+    m = msub.add_parser("register")
+    m.add_argument("dir")
+    m = msub.add_parser("promote")
+    m.add_argument("version", help="a version, or 'latest'")
+    msub.add_parser("rollback")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("job", help="the interest job")
+    jsub = s.add_subparsers(dest="job_cmd", required=True)
+    j = jsub.add_parser("start")
+    j.add_argument("--cluster", help="REST URL of a Flink cluster (default: the embedded MiniCluster)")
+    jsub.add_parser("stop")
+    j = jsub.add_parser("status")
+    j.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_job)
+
+    s = sub.add_parser("serve", help="the HTTP API for front-ends")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("demo", help="the whole path on the embedded default")
+    s.add_argument("--dataset", default="ml-100k")
+    s.add_argument("--limit", type=int, help="events to replay (default: all; $STREAMREC_DEMO_LIMIT)")
+    s.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streamrec`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_config(args.config)
+        return int(args.func(settings, args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI edge: one clear line, not a traceback
+        from infra.process import ServiceError
+        from jobs.errors import JobError
+        from model_export.errors import ModelExportError
+
+        if isinstance(exc, ServiceError | JobError | ModelExportError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
