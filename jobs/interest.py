@@ -152,17 +152,22 @@ class InterestJob:
     writes: DataStream
 
 
-def build_interest_job(env: StreamExecutionEnvironment, source: DataStream, settings: Settings) -> InterestJob:
-    """Wire the job on ``source`` (a stream of raw ``events`` record bytes); returns its output streams.
+def build_interest_job(
+    env: StreamExecutionEnvironment, source: DataStream, settings: Settings, items: DataStream | None = None
+) -> InterestJob:
+    """Wire the job on ``source`` (raw ``events`` record bytes) and ``items`` (raw catalog upserts, optional).
 
     ``writes`` carries one JSON record (bytes) per user written to Redis (the audit stream), and
-    ``dead_letters`` the dead-letter records; :func:`main` sends both to Kafka, tests collect them.
+    ``dead_letters`` the dead-letter records of both inputs; :func:`main` sends both to Kafka, tests collect them.
     """
+    from jobs.catalog import PublishItems
     from jobs.writer import RecommendationWriter, shard_of
 
     cfg = settings.job
     parsed = source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars)).name("parse events")
     dead = parsed.get_side_output(DLQ_TAG)
+    if items is not None:
+        dead = dead.union(items.process(PublishItems(settings), output_type=KAFKA_BYTES).name("catalog -> Redis"))
     timed = parsed.assign_timestamps_and_watermarks(watermarks(cfg)).name("event time")
     states = (
         timed.key_by(lambda e: e.user_id, key_type=Types.STRING())
@@ -188,7 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_config(args.config)
     env = make_env(settings)
     source = env.from_source(kafka_source(settings), WatermarkStrategy.no_watermarks(), "kafka: events")
-    job = build_interest_job(env, source, settings)
+    items = env.from_source(
+        kafka_source(settings, settings.kafka.items_topic), WatermarkStrategy.no_watermarks(), "kafka: items"
+    )
+    job = build_interest_job(env, source, settings, items)
     job.dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: events.dlq")
     job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name("kafka: recommendations")
     client = env.execute_async(JOB_NAME)

@@ -78,7 +78,9 @@ class ServingModel:
             registry = Registry(self.registry_dir)
             version = registry.current()
         except (ModelExportError, OSError, ValueError) as exc:
-            log.error("model registry %s unreadable, %s keeps serving: %s", self.registry_dir, self.version, exc)
+            log.error(
+                "model registry %s unreadable, %s keeps serving: %s", self.registry_dir, self.version, exc
+            )
             return
         if version is None or version == self.version or version in self._refused:
             return
@@ -100,13 +102,16 @@ class RecommendationWriter(KeyedProcessFunction):
         self.interval = settings.job.flush_interval_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
+        self.pending = runtime_context.get_list_state(
+            ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
+        )
         r = self.settings.redis
         self.redis = connect(r.url, r.username, r.password.get_secret_value() if r.password else None)
         # Shards whose timers are set: saves a timer registration per element (a JVM call each).
         self.armed: set[int] = set()
         self.model = ServingModel(
-            str(self.settings.path(self.settings.models.registry_dir)), self.settings.job.model_check_interval_s
+            str(self.settings.path(self.settings.models.registry_dir)),
+            self.settings.job.model_check_interval_s,
         )
 
     def close(self) -> None:
@@ -142,34 +147,48 @@ class RecommendationWriter(KeyedProcessFunction):
         scorer = self.model.get()
         if scorer is not None:
             version = self.model.version or scorer.version
-            recs = scorer.score([s.recent_items() for s in states], self.settings.job.top_k, exclude=[s.seen for s in states])
-        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+            recs = scorer.score(
+                [s.recent_items() for s in states], self.settings.job.top_k, exclude=[s.seen for s in states]
+            )
+        ops: list[RedisOp] = []
         audit = []
         for s, items in zip(states, recs, strict=True):
             view = UserView(s.user_id, s.events, s.last_ts, s.recent_items())
             ops.append(("hset", (key("user", s.user_id),), {"mapping": view.to_hash()}))
             if items:
-                ops.append(("set", (key("rec", s.user_id), encode_recommendations(items, version, now_ms)), {}))
-            record = {"user_id": s.user_id, "events": s.events, "items": [i for i, _ in items],
-                      "scores": [round(float(x), 6) for _, x in items], "model_version": version, "ts": now_ms}
+                ops.append(
+                    ("set", (key("rec", s.user_id), encode_recommendations(items, version, now_ms)), {})
+                )
+            record = {
+                "user_id": s.user_id,
+                "events": s.events,
+                "items": [i for i, _ in items],
+                "scores": [round(float(x), 6) for _, x in items],
+                "model_version": version,
+                "ts": now_ms,
+            }
             audit.append(json.dumps(record, separators=(",", ":")).encode())
-        self._execute(ops)
+        execute_with_retry(self.redis, ops)
         yield from audit
 
-    def _execute(self, ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> None:
-        """One pipelined round trip; bounded retries with backoff (a pipeline is rebuilt per attempt)."""
-        import redis
 
-        delay = REDIS_FIRST_BACKOFF_S
-        for attempt in range(1, REDIS_ATTEMPTS + 1):
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                for method, args, kwargs in ops:
-                    getattr(pipe, method)(*args, **kwargs)
-                pipe.execute()
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if attempt == REDIS_ATTEMPTS:
-                    raise RedisUnavailableError(attempt, exc) from exc
-                time.sleep(delay)
-                delay *= 2
+RedisOp = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+def execute_with_retry(client: Any, ops: list[RedisOp]) -> None:
+    """Run ops in one pipelined round trip; bounded retries with backoff (the pipeline is rebuilt per attempt)."""
+    import redis
+
+    delay = REDIS_FIRST_BACKOFF_S
+    for attempt in range(1, REDIS_ATTEMPTS + 1):
+        try:
+            pipe = client.pipeline(transaction=False)
+            for method, args, kwargs in ops:
+                getattr(pipe, method)(*args, **kwargs)
+            pipe.execute()
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if attempt == REDIS_ATTEMPTS:
+                raise RedisUnavailableError(attempt, exc) from exc
+            time.sleep(delay)
+            delay *= 2

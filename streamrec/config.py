@@ -184,3 +184,19 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     except ValidationError as exc:
         fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(source, fields) from exc
+
+
+def dump_config(settings: Settings, path: Path) -> Path:
+    """Write settings as a YAML file :func:`load_config` reads back (secrets included: keep it private)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(plain(settings.model_dump())))
+    path.chmod(0o600)
+    return path

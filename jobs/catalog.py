@@ -1,0 +1,43 @@
+"""The catalog stage: ``items`` upserts -> validated -> ``item:{id}`` hashes in Redis; bad records -> dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pyflink.datastream import ProcessFunction, RuntimeContext
+
+from jobs.errors import InvalidRecordError
+from jobs.events import dead_letter, parse_item
+from jobs.writer import execute_with_retry
+from serving.store import connect, item_hash, key
+from streamrec.config import Settings
+
+
+class PublishItems(ProcessFunction):
+    """Write each valid item's display fields; yield the dead letters (the stage's only output)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        r = self.settings.redis
+        self.redis = connect(r.url, r.username, r.password.get_secret_value() if r.password else None)
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[bytes]:
+        raw = bytes(value)
+        try:
+            item = parse_item(raw)
+        except InvalidRecordError as exc:
+            yield dead_letter(
+                raw, exc.reason, self.settings.kafka.items_topic, self.settings.job.dlq_reason_max_chars
+            )
+            return
+        item_key = key("item", item.item_id)
+        # Replace, not merge: an upsert that drops a field must not leave the old value behind.
+        execute_with_retry(
+            self.redis,
+            [("delete", (item_key,), {}), ("hset", (item_key,), {"mapping": item_hash(item.to_dict())})],
+        )

@@ -1,0 +1,187 @@
+"""``streamrec demo`` (what ``make demo`` runs): the whole path on the embedded default, from nothing.
+
+It starts its own stack (Kafka, Redis) on free ports under ``<run_dir>/demo``, replays MovieLens through Kafka,
+trains a model from the events read back from Kafka, promotes it, runs the interest job on the MiniCluster,
+serves the HTTP API, and shows a few users' histories and live recommendations. Sizes for tests:
+``STREAMREC_DEMO_LIMIT`` (events replayed) and ``STREAMREC_DEMO_EPOCHS`` (training epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter, defaultdict
+from typing import Any
+
+from infra.process import free_port, spawn, stop_pid
+from streamrec.config import Settings, dump_config
+
+SHOW_USERS = 3
+SHOW_ITEMS = 5
+POPULAR_K = 100
+CATCH_UP_TIMEOUT_S = 600.0
+
+
+def _step(n: int, text: str) -> None:
+    print(f"\n== {n}/6 {text}", flush=True)
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's own stack: free ports, a fresh run dir, its own registry."""
+    run_dir = settings.run_dir / "demo"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    kafka_port, redis_port = free_port(), free_port()
+    return settings.model_copy(
+        update={
+            "stack": settings.stack.model_copy(
+                update={"run_dir": str(run_dir), "kafka_port": kafka_port, "kafka_controller_port": free_port(),
+                        "redis_port": redis_port}
+            ),
+            "kafka": settings.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{kafka_port}"}),
+            "redis": settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{redis_port}/0"}),
+            "api": settings.api.model_copy(update={"port": free_port()}),
+            "models": settings.models.model_copy(update={"registry_dir": str(run_dir / "models")}),
+        }
+    )
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _wait(what: str, check: Any, timeout: float, every: float = 0.5) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(every)
+    msg = f"demo: timed out after {timeout:.0f}s waiting for {what}"
+    raise TimeoutError(msg)
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the demo; returns the exit code."""
+    from infra import stack
+    from jobs import launcher
+    from jobs.producer import EventProducer, replay
+    from model_export.datasets import load_dataset
+    from model_export.event_log import popular_items, read_events
+    from model_export.registry import Registry
+    from model_export.train import TrainConfig, train_and_export_events
+    from serving.store import announce_model, connect, decode_user, key, write_popular
+
+    limit = args.limit or int(os.environ.get("STREAMREC_DEMO_LIMIT", "0")) or None
+    epochs = int(os.environ.get("STREAMREC_DEMO_EPOCHS", "0")) or None
+    s = demo_settings(settings)
+    config_path = dump_config(s, s.run_dir / "config.yaml")
+    api_pid = None
+    try:
+        _step(1, "stack: Kafka (KRaft) and Redis on free ports")
+        stack.up(s)
+        r = connect(s.redis.url)
+
+        _step(2, f"replay {args.dataset} through Kafka in event-time order")
+        data = load_dataset(args.dataset)
+        titles = {i["item_id"]: i["title"] for i in data.items}
+        t0 = time.monotonic()
+        with EventProducer(s.kafka.bootstrap, s.kafka.events_topic, s.kafka.items_topic) as p:
+            for item in data.items:
+                p.send_item(item)
+            sent = replay(p, data.events, limit=limit, total=len(data.events), progress=sys.stderr.isatty())
+        print(f"sent {len(data.items)} items and {sent} events in {time.monotonic() - t0:.1f}s")
+
+        _step(3, "train from the event log read back from Kafka; export to ONNX; register; promote")
+        log_events = read_events(s.kafka.bootstrap, s.kafka.events_topic)
+        cfg = TrainConfig(epochs=epochs) if epochs else TrainConfig()
+        artifact = train_and_export_events(log_events, s.run_dir / "artifacts", name=args.dataset, config=cfg)
+        registry = Registry(s.path(s.models.registry_dir))
+        version = registry.publish(artifact)
+        registry.promote(version)
+        announce_model(r, version)
+        write_popular(r, popular_items(log_events, POPULAR_K), version, int(time.time() * 1000))
+        metrics = json.loads((registry.path(version) / "contract.json").read_text())["metrics"]
+        print(f"model {version} in service. Offline metrics (full ranking over all items, seen items excluded):")
+        print(f"  {'protocol':10} {'model':12} {'Recall@10':>10} {'NDCG@10':>10} {'MRR':>8}")
+        for protocol in ("time", "loo"):
+            for name, m in metrics[protocol].items():
+                if isinstance(m, dict) and "recall@10" in m:
+                    print(f"  {protocol:10} {name:12} {m['recall@10']:10.4f} {m['ndcg@10']:10.4f} {m['mrr']:8.4f}")
+
+        _step(4, "interest job on the embedded MiniCluster: every event -> user state -> batched ONNX scoring -> Redis")
+        want = Counter(e["user_id"] for e in log_events)
+        t0 = time.monotonic()
+        launcher.start(s, str(config_path))
+        users = list(want)
+
+        def caught_up() -> bool:
+            pipe = r.pipeline(transaction=False)
+            for u in users:
+                pipe.hget(key("user", u), "events")
+            return all(int(v or 0) == want[u] for u, v in zip(users, pipe.execute(), strict=True))
+
+        took = _wait("the job to apply every event", caught_up, CATCH_UP_TIMEOUT_S)
+        print(f"job applied {len(log_events)} events for {len(users)} users in {took:.1f}s "
+              f"(~{len(log_events) / max(took, 1e-9):.0f} events/s including start-up, from {time.monotonic() - t0:.1f}s)")
+
+        _step(5, "front-end API: GET /v1/users/{id}/recommendations")
+        api_pid = spawn([sys.executable, "-m", "streamrec.cli", "--config", str(config_path), "serve"],
+                        s.run_dir / "api.log")
+        base = f"http://{s.api.host}:{s.api.port}"
+        _wait("the API", lambda: _healthy(base), 60)
+        by_user: dict[str, list[str]] = defaultdict(list)
+        for e in log_events:
+            by_user[e["user_id"]].append(e["item_id"])
+        shown = sorted(users, key=lambda u: -len(by_user[u]))[: SHOW_USERS]
+        for u in shown:
+            _show_user(base, u, by_user[u], titles)
+        unknown = _get(f"{base}/v1/users/{urllib.parse.quote('someone-new', safe='')}/recommendations?k=3")
+        print(f"unknown user -> source={unknown['source']}: {[i['title'] for i in unknown['items']]}")
+
+        _step(6, "live: a new event changes the user's recommendations within seconds")
+        u = shown[0]
+        before = json.loads(r.get(key("rec", u)) or "{}").get("items", [])
+        fresh = next(i["item_id"] for i in (before or [{"item_id": data.items[0]["item_id"]}]))
+        last_ts = decode_user(r.hgetall(key("user", u)))["last_ts"]  # type: ignore[index]
+        t0 = time.monotonic()
+        with EventProducer(s.kafka.bootstrap, s.kafka.events_topic) as p:
+            p.send({"user_id": u, "item_id": fresh, "type": "rating", "value": 5.0, "ts": last_ts + 1000})
+        want_events = want[u] + 1
+        took = _wait("the update", lambda: int(r.hget(key("user", u), "events") or 0) == want_events, 60, 0.02)
+        print(f"user {u} rated {titles.get(fresh, fresh)!r}; Redis updated {took * 1000:.0f} ms after the send")
+        _show_user(base, u, [*by_user[u], fresh], titles)
+        print(f"\ndemo done. Stack state in {s.run_dir}; API log {s.run_dir / 'api.log'}")
+        return 0
+    finally:
+        stop_pid(api_pid)
+        if getattr(args, "keep", False):
+            print(f"stack left running: streamrec --config {config_path} down")
+        else:
+            stack.down(s, say=lambda *_: None)
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return _get(f"{base}/healthz").get("status") == "ok"
+    except OSError:
+        return False
+
+
+def _show_user(base: str, user: str, history: list[str], titles: dict[str, str]) -> None:
+    body = _get(f"{base}/v1/users/{urllib.parse.quote(user, safe='')}/recommendations?k={SHOW_ITEMS}")
+    print(f"\nuser {user}: {len(history)} events; latest: "
+          + "; ".join(titles.get(i, i) for i in history[-3:]))
+    print(f"  recommended ({body['source']}, model {body['model_version']}):")
+    for it in body["items"]:
+        print(f"    {it['score']:8.3f}  {it['title']}")
+    seen = set(history)
+    assert not seen & {it["item_id"] for it in body["items"]}, "a seen item was recommended"
+
+
+__all__ = ["demo_settings", "run_demo"]
