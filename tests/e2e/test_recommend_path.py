@@ -1,0 +1,93 @@
+"""End to end: producer -> Kafka -> Flink (parallelism 2) -> ONNX scorer -> Redis -> HTTP API."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+
+import pytest
+
+from infra.process import free_port, spawn, stop_pid
+from jobs import launcher
+from jobs.producer import EventProducer
+from model_export.datasets import load_dataset
+from model_export.registry import Registry
+from model_export.train import TrainConfig, train_and_export_events
+from serving.scorer import Scorer
+from serving.store import connect, key
+
+pytestmark = pytest.mark.e2e
+
+EVENTS = 3000
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def test_recommendations_are_the_models(make_settings, tmp_path):
+    port = free_port()
+    settings, config_path = make_settings(flink={"parallelism": 2}, api={"port": port}, job={"top_k": 10})
+    data = load_dataset("ml-100k")
+    events = data.events[:EVENTS]
+    artifact = train_and_export_events(events, tmp_path / "artifacts", name="e2e", config=TrainConfig(epochs=2))
+    registry = Registry(settings.path(settings.models.registry_dir))
+    version = registry.promote(registry.publish(artifact))
+    r = connect(settings.redis.url)
+    r.flushdb()
+
+    launcher.start(settings, str(config_path), say=lambda *_: None)
+    api = spawn([sys.executable, "-m", "streamrec.cli", "--config", str(config_path), "serve"], tmp_path / "api.log")
+    try:
+        with EventProducer(settings.kafka.bootstrap, settings.kafka.events_topic, settings.kafka.items_topic) as p:
+            for item in data.items:
+                p.send_item(item)
+            for e in events:
+                p.send(e)
+        history: dict[str, list[str]] = defaultdict(list)
+        for e in events:
+            history[e["user_id"]].append(e["item_id"])
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            counts = [int(r.hget(key("user", u), "events") or 0) for u in history]
+            if counts == [len(h) for h in history.values()]:
+                break
+            time.sleep(0.5)
+        assert counts == [len(h) for h in history.values()]
+        time.sleep(0.5)  # the writer flushes the last batch after updating the user view in the same round trip
+
+        scorer = Scorer(registry.path(version))
+        users = sorted(history)
+        cfg = settings.job
+        expected = scorer.score([h[-cfg.recent_items:] for h in (history[u] for u in users)], cfg.top_k,
+                                exclude=[set(history[u]) for u in users])
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if get(f"{base}/healthz")["status"] == "ok":
+                    break
+            except OSError:
+                time.sleep(0.2)
+        checked = 0
+        for u, want in zip(users, expected, strict=True):
+            body = get(f"{base}/v1/users/{urllib.parse.quote(u, safe='')}/recommendations?k={cfg.top_k}")
+            if not want:
+                assert body["source"] == "popular"
+                continue
+            assert body["source"] == "personal"
+            assert body["model_version"] == version
+            assert [i["item_id"] for i in body["items"]] == [i for i, _ in want], u
+            assert [i["score"] for i in body["items"]] == pytest.approx([s for _, s in want], abs=1e-4)
+            assert not set(history[u]) & {i["item_id"] for i in body["items"]}
+            assert all(i["title"] for i in body["items"])
+            checked += 1
+        assert checked >= len(users) // 2
+    finally:
+        stop_pid(api)
+        launcher.stop(settings, say=lambda *_: None)
