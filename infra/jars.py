@@ -19,6 +19,8 @@ FLINK_KAFKA_CONNECTOR = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"
 
 
 class JarsMissingError(ServiceError):
+    """The Maven jars are not in the cache."""
+
     def __init__(self, what: str, where: Path) -> None:
         super().__init__(f"{what} jars are missing in {where}: run `make setup` (fetches them with Maven)")
 
@@ -61,7 +63,13 @@ def fetch(jars_dir: Path) -> None:
     pom = POMS / "kafka-pom.xml"
     if not stamp.is_file() or stamp.read_text() != pom.read_text():
         shutil.rmtree(kdir, ignore_errors=True)
-        _mvn("-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={kdir}", "-DincludeScope=runtime")
+        _mvn(
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={kdir}",
+            "-DincludeScope=runtime",
+        )
         stamp.write_text(pom.read_text())
     try:
         flink_connector_jar(jars_dir)

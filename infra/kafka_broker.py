@@ -115,7 +115,9 @@ class KafkaBroker:
         return stop_pid(pid, timeout=30.0)
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int, client_config: dict | None = None) -> list[str]:
+def ensure_topics(
+    bootstrap: str, topics: list[str], partitions: int, client_config: dict | None = None
+) -> list[str]:
     """Create the topics that do not exist yet (idempotent); returns the ones created."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic

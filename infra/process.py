@@ -18,6 +18,8 @@ class ServiceError(Exception):
 
 
 class PortTakenError(ServiceError):
+    """Another process listens on the port a service needs."""
+
     def __init__(self, name: str, port: int) -> None:
         super().__init__(
             f"{name}: port {port} on 127.0.0.1 is already taken by another process; "
@@ -26,11 +28,24 @@ class PortTakenError(ServiceError):
 
 
 class JavaMissingError(ServiceError):
+    """No java on PATH."""
+
     def __init__(self, name: str) -> None:
-        super().__init__(f"{name} needs Java 17+, and no `java` is on PATH: run `make setup` (installs a JDK)")
+        super().__init__(
+            f"{name} needs Java 17+, and no `java` is on PATH: run `make setup` (installs a JDK)"
+        )
+
+
+class ServiceExitedError(ServiceError):
+    """A service process died while starting."""
+
+    def __init__(self, name: str, log: Path) -> None:
+        super().__init__(f"{name} exited while starting; its log is {log}:\n{log_tail(log)}")
 
 
 class StartTimeoutError(ServiceError):
+    """A service did not become ready in time."""
+
     def __init__(self, name: str, what: str, timeout: float, log: Path) -> None:
         super().__init__(f"{name} did not {what} within {timeout:.0f}s; its log is {log}:\n{log_tail(log)}")
 
@@ -103,7 +118,7 @@ def wait_until(name: str, what: str, ready: object, pid: int, log: Path, timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not pid_alive(pid):
-            raise ServiceError(f"{name} exited while starting; its log is {log}:\n{log_tail(log)}")
+            raise ServiceExitedError(name, log)
         try:
             if ready():  # type: ignore[operator]
                 return

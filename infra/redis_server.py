@@ -10,6 +10,8 @@ from infra.process import PortTakenError, ServiceError, port_in_use, spawn, stop
 
 
 class RedisMissingError(ServiceError):
+    """redis-server is not installed."""
+
     def __init__(self) -> None:
         super().__init__("redis-server is not installed: run `make setup` (apt-get install redis-server)")
 

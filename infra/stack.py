@@ -39,6 +39,7 @@ def write_state(settings: Settings, state: dict[str, Any]) -> None:
 
 
 def kafka_broker(settings: Settings) -> KafkaBroker:
+    """The broker `up` starts, from the stack settings."""
     s = settings.stack
     return KafkaBroker(
         home=settings.run_dir / "kafka",
@@ -51,12 +52,14 @@ def kafka_broker(settings: Settings) -> KafkaBroker:
 
 
 def redis_server(settings: Settings) -> RedisServer:
+    """The Redis `up` starts."""
     s = settings.stack
     password = s.redis_password.get_secret_value() if s.redis_password else None
     return RedisServer(home=settings.run_dir / "redis", port=s.redis_port, password=password)
 
 
 def flink_cluster(settings: Settings) -> FlinkCluster:
+    """The standalone cluster `up --cluster` starts."""
     s = settings.stack
     return FlinkCluster(
         home=settings.run_dir / "flink",
@@ -67,6 +70,7 @@ def flink_cluster(settings: Settings) -> FlinkCluster:
 
 
 def topics(settings: Settings) -> list[str]:
+    """Every topic the job reads or writes."""
     k = settings.kafka
     return [k.events_topic, k.dlq_topic, k.items_topic, k.recommendations_topic]
 
@@ -101,7 +105,10 @@ def up(settings: Settings, with_cluster: bool = False, say: Any = print) -> dict
             "log_dir": str(cluster.log_dir),
         }
         write_state(settings, state)
-        say(f"flink   standalone cluster at {cluster.rest_url} (jobmanager {jm}, taskmanager {tm}); logs {cluster.log_dir}")
+        say(
+            f"flink   standalone cluster at {cluster.rest_url} (jobmanager {jm}, taskmanager {tm}); "
+            f"logs {cluster.log_dir}"
+        )
     return state
 
 
@@ -129,10 +136,18 @@ def status(settings: Settings) -> dict[str, Any]:
     kafka, redis, flink, api = (state.get(k, {}) for k in ("kafka", "redis", "flink", "api"))
     job = state.get("job", {})
     return {
-        "kafka": {"bootstrap": kafka.get("bootstrap", settings.kafka.bootstrap), "running": pid_alive(kafka.get("pid")),
-                  "pid": kafka.get("pid"), "log": kafka.get("log")},
-        "redis": {"url": redis.get("url", settings.redis.url), "running": pid_alive(redis.get("pid")),
-                  "pid": redis.get("pid"), "log": redis.get("log")},
+        "kafka": {
+            "bootstrap": kafka.get("bootstrap", settings.kafka.bootstrap),
+            "running": pid_alive(kafka.get("pid")),
+            "pid": kafka.get("pid"),
+            "log": kafka.get("log"),
+        },
+        "redis": {
+            "url": redis.get("url", settings.redis.url),
+            "running": pid_alive(redis.get("pid")),
+            "pid": redis.get("pid"),
+            "log": redis.get("log"),
+        },
         "flink": {
             "mode": "standalone" if flink else "minicluster",
             "rest_url": flink.get("rest_url"),
@@ -140,6 +155,30 @@ def status(settings: Settings) -> dict[str, Any]:
             "pids": [p for p in (flink.get("jobmanager_pid"), flink.get("taskmanager_pid")) if p],
             "job_running": pid_alive(job.get("pid")) or bool(job.get("job_id")),
         },
-        "api": {"url": f"http://{settings.api.host}:{settings.api.port}", "running": pid_alive(api.get("pid")),
-                "pid": api.get("pid")},
+        "api": {
+            "url": f"http://{settings.api.host}:{settings.api.port}",
+            "running": pid_alive(api.get("pid")),
+            "pid": api.get("pid"),
+        },
     }
+
+
+def isolated_settings(settings: Settings, run_dir: Path) -> Settings:
+    """A private stack (demo, benchmarks): free ports, a fresh ``run_dir``, its own registry under it."""
+    import shutil
+
+    from infra.process import free_port
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    kafka_port, redis_port = free_port(), free_port()
+    stack = {"run_dir": str(run_dir), "kafka_port": kafka_port, "kafka_controller_port": free_port(),
+             "redis_port": redis_port}
+    return settings.model_copy(
+        update={
+            "stack": settings.stack.model_copy(update=stack),
+            "kafka": settings.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{kafka_port}"}),
+            "redis": settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{redis_port}/0"}),
+            "api": settings.api.model_copy(update={"port": free_port()}),
+            "models": settings.models.model_copy(update={"registry_dir": str(run_dir / "models")}),
+        }
+    )

@@ -63,7 +63,30 @@ def _id(obj: dict[str, Any], name: str) -> str:
         raise InvalidRecordError(f"field '{name}' is longer than {MAX_ID_CHARS} characters")
     if any(ord(c) < 32 for c in value):
         raise InvalidRecordError(f"field '{name}' contains control characters")
+    _encodable(value, name)
     return value
+
+
+def _encodable(value: str, name: str) -> None:
+    # JSON escapes can produce lone surrogates, which no UTF-8 key, topic or Redis write accepts.
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidRecordError(f"field '{name}' is not valid Unicode (lone surrogate)") from exc
+
+
+def _reject_constant(name: str) -> None:
+    raise InvalidRecordError(f"{name} is not valid JSON")
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        # NaN/Infinity are Python extensions that strict JSON readers of our outputs would choke on.
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise InvalidRecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and ints over Python's digit limit
+        raise InvalidRecordError(f"not JSON: {exc}") from exc
 
 
 def validate_event(obj: Any, now_ms: int | None = None) -> Event:
@@ -72,7 +95,7 @@ def validate_event(obj: Any, now_ms: int | None = None) -> Event:
         raise InvalidRecordError(f"an event must be a JSON object, got {type(obj).__name__}")
     user_id, item_id = _id(obj, "user_id"), _id(obj, "item_id")
     etype = obj.get("type")
-    if etype not in EVENT_TYPES:
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:
         raise InvalidRecordError(f"field 'type' must be one of {sorted(EVENT_TYPES)}, got {etype!r:.60}")
     ts = obj.get("ts")
     if isinstance(ts, bool) or not isinstance(ts, int):
@@ -88,7 +111,9 @@ def validate_event(obj: Any, now_ms: int | None = None) -> Event:
     scenario = obj.get("scenario")
     if scenario is not None:
         if not isinstance(scenario, str) or not scenario or len(scenario) > MAX_SCENARIO_CHARS:
-            raise InvalidRecordError(f"field 'scenario' must be a non-empty string of <= {MAX_SCENARIO_CHARS}")
+            raise InvalidRecordError(
+                f"field 'scenario' must be a non-empty string of <= {MAX_SCENARIO_CHARS}"
+            )
     context = obj.get("context")
     if context is not None and not isinstance(context, dict):
         raise InvalidRecordError("field 'context' must be a JSON object")
@@ -100,12 +125,7 @@ def parse_event(raw: bytes, now_ms: int | None = None) -> Event:
     """Decode and validate one ``events`` record; raises InvalidRecordError with the reason."""
     if len(raw) > MAX_RECORD_BYTES:
         raise InvalidRecordError(f"record of {len(raw)} bytes exceeds {MAX_RECORD_BYTES}")
-    try:
-        obj = json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise InvalidRecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidRecordError(f"not JSON: {exc}") from exc
+    obj = _loads(raw)
     return validate_event(obj, now_ms)
 
 
@@ -154,12 +174,15 @@ def validate_item(obj: Any) -> Item:
     title = obj.get("title")
     if not isinstance(title, str) or not title.strip() or len(title) > MAX_ID_CHARS * 4:
         raise InvalidRecordError("field 'title' must be a non-empty string of <= 1024 characters")
+    _encodable(title, "title")
     ts = obj.get("ts", 0)
     if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
         raise InvalidRecordError("field 'ts' must be a non-negative integer (epoch milliseconds)")
     text = obj.get("text")
     if text is not None and (not isinstance(text, str) or len(text) > MAX_TEXT_CHARS):
         raise InvalidRecordError(f"field 'text' must be a string of <= {MAX_TEXT_CHARS} characters")
+    if text is not None:
+        _encodable(text, "text")
     cats = obj.get("categories") or []
     if not isinstance(cats, list) or not all(isinstance(c, str) and c for c in cats):
         raise InvalidRecordError("field 'categories' must be a list of non-empty strings")
@@ -173,10 +196,5 @@ def parse_item(raw: bytes) -> Item:
     """Decode and validate one ``items`` record."""
     if len(raw) > MAX_RECORD_BYTES:
         raise InvalidRecordError(f"record of {len(raw)} bytes exceeds {MAX_RECORD_BYTES}")
-    try:
-        obj = json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise InvalidRecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidRecordError(f"not JSON: {exc}") from exc
+    obj = _loads(raw)
     return validate_item(obj)

@@ -91,7 +91,7 @@ def apply_event(state: UserState, ev: Event, cfg: JobConfig, facets: tuple[str, 
     half_life_ms = cfg.interest_half_life_hours * MS_PER_HOUR
     weight = event_weight(ev)
     if ev.ts >= state.interests_ts:
-        decay = 0.5 ** ((ev.ts - state.interests_ts) / half_life_ms) if state.interests_ts else 1.0
+        decay = 0.5 ** ((ev.ts - state.interests_ts) / half_life_ms)
         state.interests = {k: v * decay for k, v in state.interests.items() if abs(v * decay) > 1e-6}
         state.interests_ts = ev.ts
     else:  # a late event counts as much as it would have decayed to by now
@@ -139,8 +139,12 @@ class UserInterest(KeyedProcessFunction):
 
 def watermarks(cfg: JobConfig) -> WatermarkStrategy:
     """Bounded out-of-orderness on the event's ``ts``; idle partitions do not hold time back."""
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.watermark_out_of_orderness_ms))
-    return strategy.with_timestamp_assigner(EventTime()).with_idleness(Duration.of_millis(cfg.watermark_idleness_ms))
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(cfg.watermark_out_of_orderness_ms)
+    )
+    return strategy.with_timestamp_assigner(EventTime()).with_idleness(
+        Duration.of_millis(cfg.watermark_idleness_ms)
+    )
 
 
 @dataclass
@@ -164,10 +168,14 @@ def build_interest_job(
     from jobs.writer import RecommendationWriter, shard_of
 
     cfg = settings.job
-    parsed = source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars)).name("parse events")
+    parsed = source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars)).name(
+        "parse events"
+    )
     dead = parsed.get_side_output(DLQ_TAG)
     if items is not None:
-        dead = dead.union(items.process(PublishItems(settings), output_type=KAFKA_BYTES).name("catalog -> Redis"))
+        dead = dead.union(
+            items.process(PublishItems(settings), output_type=KAFKA_BYTES).name("catalog -> Redis")
+        )
     timed = parsed.assign_timestamps_and_watermarks(watermarks(cfg)).name("event time")
     states = (
         timed.key_by(lambda e: e.user_id, key_type=Types.STRING())
@@ -198,7 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     job = build_interest_job(env, source, settings, items)
     job.dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: events.dlq")
-    job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name("kafka: recommendations")
+    job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name(
+        "kafka: recommendations"
+    )
     client = env.execute_async(JOB_NAME)
     # `streamrec job start` waits for this line; under `flink run -d` the client returns here.
     print(f"{JOB_NAME} submitted as job {client.get_job_id()}", flush=True)

@@ -35,7 +35,7 @@ def client_properties(settings: Settings) -> dict[str, str]:
         module = "plain.PlainLoginModule" if k.sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
         props["sasl.mechanism"] = k.sasl_mechanism
         props["sasl.jaas.config"] = (
-            f'org.apache.flink.kafka.shaded.org.apache.kafka.common.security.{module} required '
+            f"org.apache.flink.kafka.shaded.org.apache.kafka.common.security.{module} required "
             f'username="{user}" password="{password}";'
         )
     return props
@@ -82,7 +82,11 @@ def make_env(settings: Settings) -> StreamExecutionEnvironment:
     # Read by the MiniCluster JVM the gateway starts below (and by its embedded interpreters).
     os.environ["PYTHONPATH"] = python_path()
     f = settings.flink
-    checkpoints = settings.path(f.checkpoint_dir) if f.checkpoint_dir.startswith("/") else settings.run_dir / f.checkpoint_dir
+    checkpoints = (
+        settings.path(f.checkpoint_dir)
+        if f.checkpoint_dir.startswith("/")
+        else settings.run_dir / f.checkpoint_dir
+    )
     conf = Configuration()
     conf.set_string("python.execution-mode", f.python_execution_mode)
     # Python workers (and thread mode's libpython lookup) must use this interpreter, not `python` on PATH.

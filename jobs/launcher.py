@@ -22,6 +22,8 @@ SUBMITTED = re.compile(r"(?:submitted as job|JobID)\s+([0-9a-f]{32})")
 
 
 class JobStartError(JobError):
+    """The job did not reach RUNNING; carries the log tail."""
+
     def __init__(self, what: str, log: Path | str) -> None:
         tail = log_tail(log) if isinstance(log, Path) else log
         super().__init__(f"the interest job did not start: {what}\n{tail}")
@@ -35,8 +37,13 @@ def _env(settings: Settings, config_path: str | None) -> dict[str, str]:
     return env
 
 
-def start(settings: Settings, config_path: str | None = None, cluster: str | None = None, say: Any = print,
-          timeout: float = 120.0) -> dict[str, Any]:
+def start(
+    settings: Settings,
+    config_path: str | None = None,
+    cluster: str | None = None,
+    say: Any = print,
+    timeout: float = 120.0,
+) -> dict[str, Any]:
     """Start the job (MiniCluster in a background process, or ``flink run -d`` against ``cluster``)."""
     state = read_state(settings)
     job = state.get("job", {})
@@ -48,7 +55,9 @@ def start(settings: Settings, config_path: str | None = None, cluster: str | Non
     env = _env(settings, config_path)
     if cluster is None:
         start_at = log.stat().st_size if log.exists() else 0
-        pid = spawn([sys.executable, "-c", "from jobs.interest import main; main()"], log, env=env, cwd=PROJECT_ROOT)
+        pid = spawn(
+            [sys.executable, "-c", "from jobs.interest import main; main()"], log, env=env, cwd=PROJECT_ROOT
+        )
         deadline = time.monotonic() + timeout
         job_id = None
         while time.monotonic() < deadline and job_id is None:
@@ -61,21 +70,34 @@ def start(settings: Settings, config_path: str | None = None, cluster: str | Non
             time.sleep(0.3)
         if job_id is None:
             stop_pid(pid)
-            raise JobStartError(f"no job id within {timeout:.0f}s", log)
+            what = f"no job id within {timeout:.0f}s"
+            raise JobStartError(what, log)
         job = {"mode": "minicluster", "pid": pid, "job_id": job_id, "log": str(log)}
     else:
         env.update({"STREAMREC_FLINK__CLUSTER": cluster})
         host_port = cluster.split("://", 1)[-1].rstrip("/")
-        cmd = [str(flink_home() / "bin" / "flink"), "run", "-m", host_port, "-d",
-               "-py", str(PROJECT_ROOT / "jobs" / "interest.py"),
-               "-pyexec", sys.executable, "-pyclientexec", sys.executable]
-        proc = subprocess.run(cmd, env={**os.environ, **env}, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                              timeout=timeout)
+        cmd = [
+            str(flink_home() / "bin" / "flink"),
+            "run",
+            "-m",
+            host_port,
+            "-d",
+            "-py",
+            str(PROJECT_ROOT / "jobs" / "interest.py"),
+            "-pyexec",
+            sys.executable,
+            "-pyclientexec",
+            sys.executable,
+        ]
+        proc = subprocess.run(
+            cmd, env={**os.environ, **env}, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+        )
         out = proc.stdout + proc.stderr
         log.write_text(out)
         m = SUBMITTED.search(out)
         if proc.returncode != 0 or not m:
-            raise JobStartError(f"`flink run` exited {proc.returncode}", out[-3000:])
+            what = f"`flink run` exited {proc.returncode}"
+            raise JobStartError(what, out[-3000:])
         job = {"mode": "cluster", "cluster": cluster.rstrip("/"), "job_id": m.group(1), "log": str(log)}
     state["job"] = job
     write_state(settings, state)
@@ -95,7 +117,11 @@ def _rest(cluster: str, path: str, method: str = "GET") -> dict[str, Any]:
 
 def _cluster_job_running(job: dict[str, Any]) -> bool:
     try:
-        return _rest(job["cluster"], f"/jobs/{job['job_id']}").get("state") in {"RUNNING", "CREATED", "RESTARTING"}
+        return _rest(job["cluster"], f"/jobs/{job['job_id']}").get("state") in {
+            "RUNNING",
+            "CREATED",
+            "RESTARTING",
+        }
     except (OSError, KeyError, ValueError):
         return False
 
@@ -133,5 +159,11 @@ def status(settings: Settings) -> dict[str, Any]:
     else:
         running = pid_alive(job.get("pid"))
         pids = [job["pid"]] if job.get("pid") else []
-    return {"running": running, "mode": job.get("mode"), "job_id": job.get("job_id"), "pids": pids,
-            "checkpoint": latest_checkpoint(settings), "log": job.get("log")}
+    return {
+        "running": running,
+        "mode": job.get("mode"),
+        "job_id": job.get("job_id"),
+        "pids": pids,
+        "checkpoint": latest_checkpoint(settings),
+        "log": job.get("log"),
+    }

@@ -39,6 +39,8 @@ def shard_of(user_id: str, shards: int) -> int:
 
 
 class RedisUnavailableError(JobError):
+    """Redis stayed unreachable through every retry."""
+
     def __init__(self, attempts: int, cause: Exception) -> None:
         super().__init__(
             f"Redis write failed {attempts} times ({cause}); the job restarts from its last checkpoint "

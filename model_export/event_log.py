@@ -11,13 +11,17 @@ from typing import Any
 _REQUIRED = ("user_id", "item_id", "ts")
 
 
-def read_events(bootstrap: str, topic: str, timeout_s: float = 60.0, **client_config: Any) -> list[dict[str, Any]]:
+def read_events(
+    bootstrap: str, topic: str, timeout_s: float = 60.0, **client_config: Any
+) -> list[dict[str, Any]]:
     """Every usable event on ``topic`` up to its current end, in (ts, partition, offset) order."""
     import time
 
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client_config)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client_config
+    )
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(parts)
@@ -42,12 +46,16 @@ def _usable(raw: bytes) -> dict[str, Any] | None:
         ev = json.loads(raw)
     except ValueError:
         return None
-    if not isinstance(ev, dict) or not all(isinstance(ev.get(f), str if f != "ts" else int) for f in _REQUIRED):
+    if not isinstance(ev, dict) or not all(
+        isinstance(ev.get(f), str if f != "ts" else int) for f in _REQUIRED
+    ):
         return None
     return None if ev.get("type") == "skip" else ev
 
 
-def popular_items(events: Iterable[Mapping[str, Any]], k: int, window_ms: int | None = None) -> list[tuple[str, float]]:
+def popular_items(
+    events: Iterable[Mapping[str, Any]], k: int, window_ms: int | None = None
+) -> list[tuple[str, float]]:
     """The k most interacted items, over the last ``window_ms`` of the log when given: the unknown-user fallback."""
     evs = list(events)
     if window_ms is not None and evs:

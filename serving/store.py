@@ -2,8 +2,8 @@
 
 | key | type | value |
 | --- | --- | --- |
-| ``rec:{user_id}`` | string | JSON ``{"items": [{"item_id", "score"}...], "model_version", "computed_at"}`` best first |
-| ``user:{user_id}`` | hash | ``events`` (count of events applied), ``last_ts`` (epoch ms), ``recent`` (JSON list, newest last) |
+| ``rec:{user_id}`` | string | JSON ``{"items": [{"item_id", "score"}...], "model_version", "computed_at"}`` |
+| ``user:{user_id}`` | hash | ``events`` (events applied), ``last_ts`` (epoch ms), ``recent`` (JSON list) |
 | ``item:{item_id}`` | hash | ``title`` and the other display fields (``categories`` as a JSON list) |
 | ``popular`` | string | same JSON as ``rec:{user}``: the fallback for users with no personal list |
 | ``model:current`` | string | the model version in service |
@@ -38,7 +38,11 @@ class UserView:
     recent: Sequence[str]
 
     def to_hash(self) -> dict[str, str]:
-        return {"events": str(self.events), "last_ts": str(self.last_ts), "recent": json.dumps(list(self.recent))}
+        return {
+            "events": str(self.events),
+            "last_ts": str(self.last_ts),
+            "recent": json.dumps(list(self.recent)),
+        }
 
 
 def encode_recommendations(items: Iterable[tuple[str, float]], model_version: str, computed_at: int) -> str:
@@ -62,7 +66,10 @@ def decode_user(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any] | No
     """``HGETALL user:{id}`` back to ``{"events", "last_ts", "recent"}``; None when absent."""
     if not raw:
         return None
-    d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+    d = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
     return {"events": int(d["events"]), "last_ts": int(d["last_ts"]), "recent": json.loads(d["recent"])}
 
 
@@ -116,6 +123,8 @@ def announce_model(client: Any, version: str, now_ms: int | None = None) -> None
     pipe.execute()
 
 
-def write_popular(client: Any, items: Sequence[tuple[str, float]], model_version: str, computed_at: int) -> None:
+def write_popular(
+    client: Any, items: Sequence[tuple[str, float]], model_version: str, computed_at: int
+) -> None:
     """The fallback list for users with no personal recommendations."""
     client.set(POPULAR, encode_recommendations(items, model_version, computed_at))

@@ -61,8 +61,12 @@ def _producer(settings: Settings) -> Any:
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
-    event: dict[str, Any] = {"user_id": args.user, "item_id": args.item, "type": args.type,
-                             "ts": args.ts if args.ts is not None else int(time.time() * 1000)}
+    event: dict[str, Any] = {
+        "user_id": args.user,
+        "item_id": args.item,
+        "type": args.type,
+        "ts": args.ts if args.ts is not None else int(time.time() * 1000),
+    }
     if args.value is not None:
         event["value"] = args.value
     if args.scenario:
@@ -102,7 +106,9 @@ def announce(settings: Settings, version: str) -> None:
 
     r = settings.redis
     try:
-        announce_model(connect(r.url, r.username, r.password.get_secret_value() if r.password else None), version)
+        announce_model(
+            connect(r.url, r.username, r.password.get_secret_value() if r.password else None), version
+        )
     except redis.RedisError as exc:
         print(f"note: model:current not updated in Redis ({exc}); the job reads the registry itself")
 
@@ -111,7 +117,9 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from model_export.train import train_and_export
 
     out = settings.run_dir / "artifacts"
-    artifact = train_and_export(args.dataset, out, seed=args.seed, epochs=args.epochs, max_events=args.max_events)
+    artifact = train_and_export(
+        args.dataset, out, seed=args.seed, epochs=args.epochs, max_events=args.max_events
+    )
     reg = _registry(settings)
     version = reg.publish(artifact)
     print(f"registered {version} from {artifact}")
@@ -154,8 +162,34 @@ def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             _print_json(st)
         else:
-            print(f"job     {'running' if st['running'] else 'stopped'} {st['mode'] or ''} {st['job_id'] or ''}")
+            print(
+                f"job     {'running' if st['running'] else 'stopped'} {st['mode'] or ''} {st['job_id'] or ''}"
+            )
             print(f"        latest checkpoint: {st['checkpoint']}")
+    return 0
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    import contextlib
+
+    from model_export.datasets import load_dataset
+    from model_export.evaluate import make_split
+    from model_export.train import TrainConfig, evaluate_split
+
+    split = make_split(load_dataset(args.dataset).events, args.protocol)
+    cfg = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
+    # With --json, stdout carries the JSON alone: the trainer's progress goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        _, results = evaluate_split(split, cfg, args.seed)
+    names = {"sasrec": "streamrec", "popularity": "popularity"}
+    out = {"dataset": args.dataset, "protocol": args.protocol,
+           "models": {names[n]: results[n] for n in names}}
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"{'model':12} {'recall@10':>10} {'ndcg@10':>10} {'mrr':>8}")
+        for name, m in out["models"].items():
+            print(f"{name:12} {m['recall@10']:10.4f} {m['ndcg@10']:10.4f} {m['mrr']:8.4f}")
     return 0
 
 
@@ -163,6 +197,21 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from serving.api import serve
 
     serve(settings, port=args.port)
+    return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    import runpy
+
+    from streamrec.config import PROJECT_ROOT
+
+    script = PROJECT_ROOT / "bench" / f"{args.name}.py"
+    if not script.is_file():
+        available = sorted(p.stem for p in script.parent.glob("*.py"))
+        print(f"error: no benchmark {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
+        return 2
+    sys.argv = [str(script), *(["--json"] if args.json else []), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
     return 0
 
 
@@ -229,9 +278,23 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_job)
 
+    s = sub.add_parser("eval", help="offline evaluation: full ranking, seen items excluded")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--protocol", choices=["loo", "time"], default="loo")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
     s = sub.add_parser("serve", help="the HTTP API for front-ends")
     s.add_argument("--port", type=int)
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("bench", help="a benchmark under bench/ (table + bench/results/NAME.json)")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark itself")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="the whole path on the embedded default")
     s.add_argument("--dataset", default="ml-100k")

@@ -170,9 +170,10 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     if path:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(source, str(exc)) from exc
+        loaded = {} if loaded is None else loaded  # an empty file
         if not isinstance(loaded, dict):
             raise ConfigError(source, "the top level must be a mapping of sections")
         data = loaded

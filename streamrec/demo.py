@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 import urllib.parse
@@ -19,7 +18,8 @@ import urllib.request
 from collections import Counter, defaultdict
 from typing import Any
 
-from infra.process import free_port, spawn, stop_pid
+from infra.process import spawn, stop_pid
+from infra.stack import isolated_settings
 from streamrec.config import Settings, dump_config
 
 SHOW_USERS = 3
@@ -30,25 +30,6 @@ CATCH_UP_TIMEOUT_S = 600.0
 
 def _step(n: int, text: str) -> None:
     print(f"\n== {n}/6 {text}", flush=True)
-
-
-def demo_settings(settings: Settings) -> Settings:
-    """The demo's own stack: free ports, a fresh run dir, its own registry."""
-    run_dir = settings.run_dir / "demo"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    kafka_port, redis_port = free_port(), free_port()
-    return settings.model_copy(
-        update={
-            "stack": settings.stack.model_copy(
-                update={"run_dir": str(run_dir), "kafka_port": kafka_port, "kafka_controller_port": free_port(),
-                        "redis_port": redis_port}
-            ),
-            "kafka": settings.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{kafka_port}"}),
-            "redis": settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{redis_port}/0"}),
-            "api": settings.api.model_copy(update={"port": free_port()}),
-            "models": settings.models.model_copy(update={"registry_dir": str(run_dir / "models")}),
-        }
-    )
 
 
 def _get(url: str) -> Any:
@@ -79,7 +60,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
 
     limit = args.limit or int(os.environ.get("STREAMREC_DEMO_LIMIT", "0")) or None
     epochs = int(os.environ.get("STREAMREC_DEMO_EPOCHS", "0")) or None
-    s = demo_settings(settings)
+    s = isolated_settings(settings, settings.run_dir / "demo")
     config_path = dump_config(s, s.run_dir / "config.yaml")
     api_pid = None
     try:
@@ -107,14 +88,21 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         announce_model(r, version)
         write_popular(r, popular_items(log_events, POPULAR_K), version, int(time.time() * 1000))
         metrics = json.loads((registry.path(version) / "contract.json").read_text())["metrics"]
-        print(f"model {version} in service. Offline metrics (full ranking over all items, seen items excluded):")
+        print(
+            f"model {version} in service. Offline metrics (full ranking over all items, seen items excluded):"
+        )
         print(f"  {'protocol':10} {'model':12} {'Recall@10':>10} {'NDCG@10':>10} {'MRR':>8}")
         for protocol in ("time", "loo"):
             for name, m in metrics[protocol].items():
                 if isinstance(m, dict) and "recall@10" in m:
-                    print(f"  {protocol:10} {name:12} {m['recall@10']:10.4f} {m['ndcg@10']:10.4f} {m['mrr']:8.4f}")
+                    print(
+                        f"  {protocol:10} {name:12} {m['recall@10']:10.4f} {m['ndcg@10']:10.4f} {m['mrr']:8.4f}"
+                    )
 
-        _step(4, "interest job on the embedded MiniCluster: every event -> user state -> batched ONNX scoring -> Redis")
+        _step(
+            4,
+            "interest job on the embedded MiniCluster: every event -> user state -> batched ONNX scoring -> Redis",
+        )
         want = Counter(e["user_id"] for e in log_events)
         t0 = time.monotonic()
         launcher.start(s, str(config_path))
@@ -127,18 +115,22 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             return all(int(v or 0) == want[u] for u, v in zip(users, pipe.execute(), strict=True))
 
         took = _wait("the job to apply every event", caught_up, CATCH_UP_TIMEOUT_S)
-        print(f"job applied {len(log_events)} events for {len(users)} users in {took:.1f}s "
-              f"(~{len(log_events) / max(took, 1e-9):.0f} events/s including start-up, from {time.monotonic() - t0:.1f}s)")
+        print(
+            f"job applied {len(log_events)} events for {len(users)} users in {took:.1f}s "
+            f"(~{len(log_events) / max(took, 1e-9):.0f} events/s including start-up, from {time.monotonic() - t0:.1f}s)"
+        )
 
         _step(5, "front-end API: GET /v1/users/{id}/recommendations")
-        api_pid = spawn([sys.executable, "-m", "streamrec.cli", "--config", str(config_path), "serve"],
-                        s.run_dir / "api.log")
+        api_pid = spawn(
+            [sys.executable, "-m", "streamrec.cli", "--config", str(config_path), "serve"],
+            s.run_dir / "api.log",
+        )
         base = f"http://{s.api.host}:{s.api.port}"
         _wait("the API", lambda: _healthy(base), 60)
         by_user: dict[str, list[str]] = defaultdict(list)
         for e in log_events:
             by_user[e["user_id"]].append(e["item_id"])
-        shown = sorted(users, key=lambda u: -len(by_user[u]))[: SHOW_USERS]
+        shown = sorted(users, key=lambda u: -len(by_user[u]))[:SHOW_USERS]
         for u in shown:
             _show_user(base, u, by_user[u], titles)
         unknown = _get(f"{base}/v1/users/{urllib.parse.quote('someone-new', safe='')}/recommendations?k=3")
@@ -153,8 +145,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         with EventProducer(s.kafka.bootstrap, s.kafka.events_topic) as p:
             p.send({"user_id": u, "item_id": fresh, "type": "rating", "value": 5.0, "ts": last_ts + 1000})
         want_events = want[u] + 1
-        took = _wait("the update", lambda: int(r.hget(key("user", u), "events") or 0) == want_events, 60, 0.02)
-        print(f"user {u} rated {titles.get(fresh, fresh)!r}; Redis updated {took * 1000:.0f} ms after the send")
+        took = _wait(
+            "the update", lambda: int(r.hget(key("user", u), "events") or 0) == want_events, 60, 0.02
+        )
+        print(
+            f"user {u} rated {titles.get(fresh, fresh)!r}; Redis updated {took * 1000:.0f} ms after the send"
+        )
         _show_user(base, u, [*by_user[u], fresh], titles)
         print(f"\ndemo done. Stack state in {s.run_dir}; API log {s.run_dir / 'api.log'}")
         return 0
@@ -175,8 +171,9 @@ def _healthy(base: str) -> bool:
 
 def _show_user(base: str, user: str, history: list[str], titles: dict[str, str]) -> None:
     body = _get(f"{base}/v1/users/{urllib.parse.quote(user, safe='')}/recommendations?k={SHOW_ITEMS}")
-    print(f"\nuser {user}: {len(history)} events; latest: "
-          + "; ".join(titles.get(i, i) for i in history[-3:]))
+    print(
+        f"\nuser {user}: {len(history)} events; latest: " + "; ".join(titles.get(i, i) for i in history[-3:])
+    )
     print(f"  recommended ({body['source']}, model {body['model_version']}):")
     for it in body["items"]:
         print(f"    {it['score']:8.3f}  {it['title']}")
@@ -184,4 +181,4 @@ def _show_user(base: str, user: str, history: list[str], titles: dict[str, str])
     assert not seen & {it["item_id"] for it in body["items"]}, "a seen item was recommended"
 
 
-__all__ = ["demo_settings", "run_demo"]
+__all__ = ["run_demo"]

@@ -83,7 +83,9 @@ def make_settings(
         path.write_text(yaml.safe_dump(data))
         settings = load_config(path, environ={})
         k = settings.kafka
-        ensure_topics(k.bootstrap, [k.events_topic, k.dlq_topic, k.items_topic, k.recommendations_topic], k.partitions)
+        ensure_topics(
+            k.bootstrap, [k.events_topic, k.dlq_topic, k.items_topic, k.recommendations_topic], k.partitions
+        )
         return settings, path
 
     return make

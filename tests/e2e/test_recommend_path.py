@@ -35,16 +35,22 @@ def test_recommendations_are_the_models(make_settings, tmp_path):
     settings, config_path = make_settings(flink={"parallelism": 2}, api={"port": port}, job={"top_k": 10})
     data = load_dataset("ml-100k")
     events = data.events[:EVENTS]
-    artifact = train_and_export_events(events, tmp_path / "artifacts", name="e2e", config=TrainConfig(epochs=2))
+    artifact = train_and_export_events(
+        events, tmp_path / "artifacts", name="e2e", config=TrainConfig(epochs=2)
+    )
     registry = Registry(settings.path(settings.models.registry_dir))
     version = registry.promote(registry.publish(artifact))
     r = connect(settings.redis.url)
     r.flushdb()
 
     launcher.start(settings, str(config_path), say=lambda *_: None)
-    api = spawn([sys.executable, "-m", "streamrec.cli", "--config", str(config_path), "serve"], tmp_path / "api.log")
+    api = spawn(
+        [sys.executable, "-m", "streamrec.cli", "--config", str(config_path), "serve"], tmp_path / "api.log"
+    )
     try:
-        with EventProducer(settings.kafka.bootstrap, settings.kafka.events_topic, settings.kafka.items_topic) as p:
+        with EventProducer(
+            settings.kafka.bootstrap, settings.kafka.events_topic, settings.kafka.items_topic
+        ) as p:
             for item in data.items:
                 p.send_item(item)
             for e in events:
@@ -59,13 +65,18 @@ def test_recommendations_are_the_models(make_settings, tmp_path):
                 break
             time.sleep(0.5)
         assert counts == [len(h) for h in history.values()]
-        time.sleep(0.5)  # the writer flushes the last batch after updating the user view in the same round trip
+        time.sleep(
+            0.5
+        )  # the writer flushes the last batch after updating the user view in the same round trip
 
         scorer = Scorer(registry.path(version))
         users = sorted(history)
         cfg = settings.job
-        expected = scorer.score([h[-cfg.recent_items:] for h in (history[u] for u in users)], cfg.top_k,
-                                exclude=[set(history[u]) for u in users])
+        expected = scorer.score(
+            [h[-cfg.recent_items :] for h in (history[u] for u in users)],
+            cfg.top_k,
+            exclude=[set(history[u]) for u in users],
+        )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -16,15 +16,22 @@ pytestmark = pytest.mark.integration
 
 
 def cli(env, *args):
-    return subprocess.run([sys.executable, "-m", "streamrec.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", *args], env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_up_status_down(tmp_path):
     kp, rp = free_port(), free_port()
-    env = {**os.environ, "STREAMREC_STACK__RUN_DIR": str(tmp_path), "STREAMREC_STACK__KAFKA_PORT": str(kp),
-           "STREAMREC_STACK__KAFKA_CONTROLLER_PORT": str(free_port()), "STREAMREC_STACK__REDIS_PORT": str(rp),
-           "STREAMREC_KAFKA__BOOTSTRAP": f"127.0.0.1:{kp}", "STREAMREC_REDIS__URL": f"redis://127.0.0.1:{rp}/0"}
+    env = {
+        **os.environ,
+        "STREAMREC_STACK__RUN_DIR": str(tmp_path),
+        "STREAMREC_STACK__KAFKA_PORT": str(kp),
+        "STREAMREC_STACK__KAFKA_CONTROLLER_PORT": str(free_port()),
+        "STREAMREC_STACK__REDIS_PORT": str(rp),
+        "STREAMREC_KAFKA__BOOTSTRAP": f"127.0.0.1:{kp}",
+        "STREAMREC_REDIS__URL": f"redis://127.0.0.1:{rp}/0",
+    }
     try:
         up = cli(env, "up")
         assert up.returncode == 0, up.stderr
@@ -47,7 +54,11 @@ def test_port_taken_is_a_clear_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         taken = s.getsockname()[1]
-        env = {**os.environ, "STREAMREC_STACK__RUN_DIR": str(tmp_path), "STREAMREC_STACK__KAFKA_PORT": str(taken)}
+        env = {
+            **os.environ,
+            "STREAMREC_STACK__RUN_DIR": str(tmp_path),
+            "STREAMREC_STACK__KAFKA_PORT": str(taken),
+        }
         proc = cli(env, "up")
     assert proc.returncode == 1
     assert f"port {taken}" in proc.stderr and "already taken" in proc.stderr

@@ -30,8 +30,15 @@ def sample_events(users: int = 6, per_user: int = 7) -> list[dict]:
     events = []
     for n in range(users * per_user):
         u = n % users
-        events.append({"user_id": f"user-{u}", "item_id": f"item-{(n * 7) % 23}", "type": "view",
-                       "ts": 1_700_000_000_000 + n * 1000, "scenario": "web" if u % 2 else "app"})
+        events.append(
+            {
+                "user_id": f"user-{u}",
+                "item_id": f"item-{(n * 7) % 23}",
+                "type": "view",
+                "ts": 1_700_000_000_000 + n * 1000,
+                "scenario": "web" if u % 2 else "app",
+            }
+        )
     return events
 
 
@@ -39,13 +46,20 @@ def expected_views(events: list[dict]) -> dict[str, dict]:
     by_user: dict[str, list[dict]] = defaultdict(list)
     for e in events:
         by_user[e["user_id"]].append(e)
-    return {u: {"events": len(es), "last_ts": max(e["ts"] for e in es), "recent": [e["item_id"] for e in es]}
-            for u, es in by_user.items()}
+    return {
+        u: {"events": len(es), "last_ts": max(e["ts"] for e in es), "recent": [e["item_id"] for e in es]}
+        for u, es in by_user.items()
+    }
 
 
 def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 60) -> list[bytes]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=1000, group_id=None)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+        group_id=None,
+    )
     out: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and len(out) < expect:
@@ -77,15 +91,20 @@ def run_path(settings, config_path, cluster=None) -> None:
         assert got == want
         assert launcher.status(settings)["running"]
 
-        dlq = [json.loads(v) for v in consume_all(settings.kafka.bootstrap, settings.kafka.dlq_topic, len(BAD_RECORDS))]
+        dlq = [
+            json.loads(v)
+            for v in consume_all(settings.kafka.bootstrap, settings.kafka.dlq_topic, len(BAD_RECORDS))
+        ]
         assert len(dlq) == len(BAD_RECORDS)
         by_original = {base64.b64decode(d["original_b64"]): d["reason"] for d in dlq}
         assert set(by_original) == set(BAD_RECORDS)
         for raw, fragment in BAD_RECORDS.items():
             assert fragment in by_original[raw], (raw, by_original[raw])
 
-        audit = [json.loads(v) for v in consume_all(settings.kafka.bootstrap, settings.kafka.recommendations_topic,
-                                                     len(want))]
+        audit = [
+            json.loads(v)
+            for v in consume_all(settings.kafka.bootstrap, settings.kafka.recommendations_topic, len(want))
+        ]
         final = defaultdict(int)
         for a in audit:
             final[a["user_id"]] = max(final[a["user_id"]], a["events"])

@@ -33,7 +33,7 @@ FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_
 
 def text(**kw: Any) -> st.SearchStrategy[str]:
     """Text that UTF-8 can encode (no lone surrogates)."""
-    return st.text(alphabet=st.characters(exclude_categories=("Cs",)), **kw)
+    return st.text(alphabet=st.characters(exclude_categories=["Cs"]), **kw)
 
 
 def minimal(**over: Any) -> dict[str, Any]:
@@ -168,7 +168,9 @@ def test_reason_for_ts_mentions_the_future_and_the_value() -> None:
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
 def test_non_finite_value_is_rejected(literal: bytes) -> None:
     data = b'{"user_id":"u","item_id":"i","type":"rating","ts":1,"value":' + literal + b"}"
-    assert "'value'" in reason_of(data)
+    reason = reason_of(data)
+    # NaN/Infinity are refused by the JSON reader itself (anywhere in a record); 1e400 parses to inf.
+    assert "'value'" in reason or f"{literal.decode().lstrip('-')} is not valid JSON" in reason
 
 
 @pytest.mark.parametrize(
@@ -220,18 +222,15 @@ def test_oversize_record_is_rejected_before_decoding() -> None:
     assert parse_event(raw(obj), now_ms=NOW).extra["pad"]
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="product bug: int digit limit escapes as ValueError")
 def test_huge_integer_literal_is_an_invalid_record() -> None:
     reason_of(b'{"user_id":"u","item_id":"i","type":"view","ts":' + b"1" * 5000 + b"}")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="product bug: unhashable 'type' raises TypeError")
 @pytest.mark.parametrize("bad_type", [[], {}, ["view"]])
 def test_unhashable_type_is_an_invalid_record(bad_type: Any) -> None:
     assert "'type'" in reason_of(minimal(type=bad_type))
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: lone surrogate ids pass validation but cannot be encoded")
 def test_lone_surrogate_id_is_rejected() -> None:
     # JSON allows "\ud800"; the event passes, then to_json()/shard_of()/Redis keys raise UnicodeEncodeError.
     reason_of(b'{"user_id":"\\ud800","item_id":"i","type":"view","ts":1}')
@@ -355,22 +354,20 @@ def test_any_bytes_parse_or_raise_invalid_record(data: bytes) -> None:
         assert isinstance(ev, Event)
 
 
-scalar = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False) | text(max_size=10)
+scalar = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | text(max_size=10)
 json_value = st.recursive(
-    scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text(max_size=5), inner, max_size=3),
+    scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text(max_size=5), inner, max_size=3),
     max_leaves=8,
 )
 any_field = st.none() | st.integers() | st.floats() | text(max_size=4) | json_value
-# "type" stays hashable here: an unhashable type is the known bug of test_unhashable_type_is_an_invalid_record.
-hashable_type = st.none() | st.booleans() | st.integers() | st.floats() | text(max_size=4) | st.sampled_from(
-    sorted(EVENT_TYPES)
-)
+any_type = any_field | st.sampled_from(sorted(EVENT_TYPES))
 event_like = st.fixed_dictionaries(
     {},
     optional={
         "user_id": any_field | st.just("u"),
         "item_id": any_field | st.just("i"),
-        "type": hashable_type,
+        "type": any_type,
         "ts": any_field | st.integers(-5, NOW + 2 * MAX_FUTURE_MS),
         "value": any_field,
         "scenario": any_field,
@@ -389,7 +386,7 @@ def test_any_json_value_parses_or_raises_invalid_record(data: bytes) -> None:
 
 
 ident = st.text(
-    alphabet=st.characters(min_codepoint=32, exclude_categories=("Cs",)), min_size=1, max_size=MAX_ID_CHARS
+    alphabet=st.characters(min_codepoint=32, exclude_categories=["Cs"]), min_size=1, max_size=MAX_ID_CHARS
 ).filter(lambda s: s.strip() != "")
 
 KNOWN = {"user_id", "item_id", "type", "ts", "value", "scenario", "context"}
