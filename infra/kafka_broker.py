@@ -67,6 +67,9 @@ class KafkaBroker:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
+            # The event log is retained: replays carry historical event times as record timestamps, which
+            # time-based retention (7 days by default) would delete at the next check.
+            "log.retention.ms": "-1",
             **self.extra_properties,
         }
         return "".join(f"{k}={v}\n" for k, v in props.items())
@@ -115,6 +118,10 @@ class KafkaBroker:
         return stop_pid(pid, timeout=30.0)
 
 
+# Record timestamps are event times (possibly years old): only size or an operator may drop the log.
+RETAINED = {"retention.ms": "-1"}
+
+
 def ensure_topics(
     bootstrap: str, topics: list[str], partitions: int, client_config: dict | None = None
 ) -> list[str]:
@@ -128,7 +135,7 @@ def ensure_topics(
         missing = [t for t in topics if t not in set(admin.list_topics())]
         if missing:
             try:
-                admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+                admin.create_topics([NewTopic(t, partitions, 1, topic_configs=RETAINED) for t in missing])
             except TopicAlreadyExistsError:
                 pass
         return missing

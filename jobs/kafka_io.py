@@ -28,7 +28,7 @@ TRANSACTION_TIMEOUT_MS = "600000"
 def client_properties(settings: Settings) -> dict[str, str]:
     """Kafka client properties shared by sources and sinks (security included)."""
     k = settings.kafka
-    props = {"security.protocol": k.security_protocol}
+    props: dict[str, str] = {"security.protocol": k.security_protocol}
     if k.sasl_mechanism:
         user = k.sasl_username or ""
         password = k.sasl_password.get_secret_value() if k.sasl_password else ""

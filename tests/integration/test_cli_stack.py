@@ -63,3 +63,11 @@ def test_port_taken_is_a_clear_error(tmp_path):
     assert proc.returncode == 1
     assert f"port {taken}" in proc.stderr and "already taken" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_java_missing_is_a_clear_error(tmp_path):
+    env = {**os.environ, "STREAMREC_STACK__RUN_DIR": str(tmp_path), "STREAMREC_STACK__KAFKA_PORT": str(free_port()),
+           "STREAMREC_STACK__KAFKA_CONTROLLER_PORT": str(free_port()), "PATH": str(tmp_path)}
+    proc = cli(env, "up")
+    assert proc.returncode == 1
+    assert "needs Java 17+" in proc.stderr and "make setup" in proc.stderr
