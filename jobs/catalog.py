@@ -1,20 +1,26 @@
-"""The catalog stage: ``items`` upserts -> validated -> ``item:{id}`` hashes in Redis; bad records -> dead letters."""
+"""The catalog stage: ``items`` upserts -> validated -> ``item:{id}`` hashes in Redis, and on to the interest job.
+
+Valid items flow on (the interest job broadcasts them to learn each item's categories); bad records go to the
+dead-letter side output.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from pyflink.datastream import ProcessFunction, RuntimeContext
 
 from jobs.errors import InvalidRecordError
 from jobs.events import dead_letter, parse_item
+from jobs.kafka_io import DLQ_TAG
 from jobs.writer import execute_with_retry
 from serving.store import connect, item_hash, key
 from streamrec.config import Settings
 
 
 class PublishItems(ProcessFunction):
-    """Write each valid item's display fields; yield the dead letters (the stage's only output)."""
+    """Write each valid item's display fields and pass the item on; dead letters to the side output."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -26,12 +32,12 @@ class PublishItems(ProcessFunction):
     def close(self) -> None:
         self.redis.close()
 
-    def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[bytes]:
+    def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         raw = bytes(value)
         try:
             item = parse_item(raw)
         except InvalidRecordError as exc:
-            yield dead_letter(
+            yield DLQ_TAG, dead_letter(
                 raw, exc.reason, self.settings.kafka.items_topic, self.settings.job.dlq_reason_max_chars
             )
             return
@@ -41,3 +47,4 @@ class PublishItems(ProcessFunction):
             self.redis,
             [("delete", (item_key,), {}), ("hset", (item_key,), {"mapping": item_hash(item.to_dict())})],
         )
+        yield item

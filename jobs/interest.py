@@ -23,26 +23,25 @@ from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (
     DataStream,
-    KeyedProcessFunction,
-    OutputTag,
+    KeyedBroadcastProcessFunction,
     ProcessFunction,
     RuntimeContext,
     StreamExecutionEnvironment,
 )
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from jobs.errors import InvalidRecordError
-from jobs.events import Event, dead_letter, parse_event
+from jobs.events import Event, Item, dead_letter, parse_event
+from jobs.kafka_io import DLQ_TAG, KAFKA_BYTES
 from streamrec.config import JobConfig, Settings
 
 # How much one action says about interest; a rating's weight is its value relative to the scale's middle.
 TYPE_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "skip": -1.0}
 RATING_MIDPOINT = 2.5
 MS_PER_HOUR = 3_600_000
-# Records bound for Kafka are raw bytes on the Java side (ByteArraySchema), not pickled Python objects.
-KAFKA_BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 JOB_NAME = "streamrec-interest"
-DLQ_TAG = OutputTag("dead-letters", KAFKA_BYTES)
+# item id -> categories, broadcast to every user-interest subtask (checkpointed with them).
+CATALOG = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
 
 @dataclass(slots=True)
@@ -63,6 +62,10 @@ class UserState:
     def recent_items(self) -> list[str]:
         """Item ids, oldest first."""
         return [item for _, item in self.recent]
+
+    def top_interests(self, n: int) -> dict[str, float]:
+        """The n strongest facets, strongest first."""
+        return dict(sorted(self.interests.items(), key=lambda kv: -kv[1])[:n])
 
 
 def event_weight(ev: Event) -> float:
@@ -121,20 +124,36 @@ class EventTime(TimestampAssigner):
         return value.ts
 
 
-class UserInterest(KeyedProcessFunction):
-    """Keyed by user: apply each event to the user's state and emit the updated state downstream."""
+class UserInterest(KeyedBroadcastProcessFunction):
+    """Keyed by user: apply each event to the user's state and emit the updated state downstream.
+
+    The catalog arrives as broadcast state, so interests decay per category as well as per scenario. A Python
+    dict mirrors it: one broadcast-state read per item per subtask lifetime, not one per event.
+    """
 
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY()))
+        self.facets: dict[str, tuple[str, ...]] = {}
 
-    def process_element(self, ev: Event, ctx: KeyedProcessFunction.Context) -> Iterator[UserState]:
+    def _facets(self, item_id: str, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> tuple[str, ...]:
+        facets = self.facets.get(item_id)
+        if facets is None:  # first sight since (re)start: the restored broadcast state knows it
+            categories = ctx.get_broadcast_state(CATALOG).get(item_id) or ()
+            facets = self.facets[item_id] = tuple(f"category:{c}" for c in categories)
+        return facets
+
+    def process_element(self, ev: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[UserState]:
         state = self.state.value() or UserState(ev.user_id)
-        apply_event(state, ev, self.cfg)
+        apply_event(state, ev, self.cfg, self._facets(ev.item_id, ctx))
         self.state.update(state)
         yield state
+
+    def process_broadcast_element(self, item: Item, ctx: KeyedBroadcastProcessFunction.Context) -> None:
+        ctx.get_broadcast_state(CATALOG).put(item.item_id, list(item.categories))
+        self.facets[item.item_id] = tuple(f"category:{c}" for c in item.categories)
 
 
 def watermarks(cfg: JobConfig) -> WatermarkStrategy:
@@ -157,9 +176,9 @@ class InterestJob:
 
 
 def build_interest_job(
-    env: StreamExecutionEnvironment, source: DataStream, settings: Settings, items: DataStream | None = None
+    env: StreamExecutionEnvironment, source: DataStream, settings: Settings, items: DataStream
 ) -> InterestJob:
-    """Wire the job on ``source`` (raw ``events`` record bytes) and ``items`` (raw catalog upserts, optional).
+    """Wire the job on ``source`` (raw ``events`` record bytes) and ``items`` (raw catalog upserts).
 
     ``writes`` carries one JSON record (bytes) per user written to Redis (the audit stream), and
     ``dead_letters`` the dead-letter records of both inputs; :func:`main` sends both to Kafka, tests collect them.
@@ -171,14 +190,12 @@ def build_interest_job(
     parsed = source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars)).name(
         "parse events"
     )
-    dead = parsed.get_side_output(DLQ_TAG)
-    if items is not None:
-        dead = dead.union(
-            items.process(PublishItems(settings), output_type=KAFKA_BYTES).name("catalog -> Redis")
-        )
+    catalog = items.process(PublishItems(settings)).name("catalog -> Redis")
+    dead = parsed.get_side_output(DLQ_TAG).union(catalog.get_side_output(DLQ_TAG))
     timed = parsed.assign_timestamps_and_watermarks(watermarks(cfg)).name("event time")
     states = (
         timed.key_by(lambda e: e.user_id, key_type=Types.STRING())
+        .connect(catalog.broadcast(CATALOG))
         .process(UserInterest(cfg))
         .name("user interest")
     )

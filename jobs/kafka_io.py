@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
-from pyflink.common import Configuration
+from pyflink.common import Configuration, Types
 from pyflink.common.serialization import ByteArraySchema
-from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.datastream import OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetResetStrategy,
@@ -20,6 +20,11 @@ from pyflink.datastream.connectors.kafka import (
 from infra.flink_cluster import python_path
 from infra.jars import flink_connector_jar
 from streamrec.config import Settings
+
+# Records bound for Kafka are raw bytes on the Java side (ByteArraySchema), not pickled Python objects.
+KAFKA_BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+# Every stage's invalid records, with their reasons, bound for the dead-letter topic.
+DLQ_TAG = OutputTag("dead-letters", KAFKA_BYTES)
 
 # The sink's default transaction timeout (1 h) is above the broker's maximum (15 min): stay below it.
 TRANSACTION_TIMEOUT_MS = "600000"

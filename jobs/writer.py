@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # Fires at end of a bounded input (the final watermark), so tests and replays of files flush everything.
 END_OF_INPUT = 2**63 - 2
 REDIS_ATTEMPTS = 6
+TOP_INTERESTS = 10
 REDIS_FIRST_BACKOFF_S = 0.2
 
 
@@ -155,7 +156,7 @@ class RecommendationWriter(KeyedProcessFunction):
         ops: list[RedisOp] = []
         audit = []
         for s, items in zip(states, recs, strict=True):
-            view = UserView(s.user_id, s.events, s.last_ts, s.recent_items())
+            view = UserView(s.user_id, s.events, s.last_ts, s.recent_items(), s.top_interests(TOP_INTERESTS))
             ops.append(("hset", (key("user", s.user_id),), {"mapping": view.to_hash()}))
             if items:
                 ops.append(

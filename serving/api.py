@@ -82,6 +82,9 @@ class UserView(BaseModel):
     events: int = Field(description="events applied to the user's state")
     last_ts: int = Field(description="event time (epoch ms) of the last one")
     recent: list[str] = Field(description="recent item ids, newest last")
+    interests: dict[str, float] = Field(
+        default_factory=dict, description="strongest time-decayed interests, e.g. category:Drama, scenario:web"
+    )
 
 
 class Item(BaseModel):

@@ -3,7 +3,7 @@
 | key | type | value |
 | --- | --- | --- |
 | ``rec:{user_id}`` | string | JSON ``{"items": [{"item_id", "score"}...], "model_version", "computed_at"}`` |
-| ``user:{user_id}`` | hash | ``events`` (events applied), ``last_ts`` (epoch ms), ``recent`` (JSON list) |
+| ``user:{user_id}`` | hash | ``events`` (events applied), ``last_ts``, ``recent``, ``interests`` (JSON) |
 | ``item:{item_id}`` | hash | ``title`` and the other display fields (``categories`` as a JSON list) |
 | ``popular`` | string | same JSON as ``rec:{user}``: the fallback for users with no personal list |
 | ``model:current`` | string | the model version in service |
@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 KeyKind = Literal["rec", "user", "item"]
@@ -36,12 +36,15 @@ class UserView:
     events: int
     last_ts: int
     recent: Sequence[str]
+    # The strongest time-decayed interests ("category:Drama", "scenario:web"), valid at last_ts.
+    interests: Mapping[str, float] = field(default_factory=dict)
 
     def to_hash(self) -> dict[str, str]:
         return {
             "events": str(self.events),
             "last_ts": str(self.last_ts),
             "recent": json.dumps(list(self.recent)),
+            "interests": json.dumps({k: round(v, 4) for k, v in self.interests.items()}),
         }
 
 
@@ -63,14 +66,19 @@ def decode_recommendations(raw: str | bytes | None) -> dict[str, Any] | None:
 
 
 def decode_user(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any] | None:
-    """``HGETALL user:{id}`` back to ``{"events", "last_ts", "recent"}``; None when absent."""
+    """``HGETALL user:{id}`` back to ``{"events", "last_ts", "recent", "interests"}``; None when absent."""
     if not raw:
         return None
     d = {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in raw.items()
     }
-    return {"events": int(d["events"]), "last_ts": int(d["last_ts"]), "recent": json.loads(d["recent"])}
+    return {
+        "events": int(d["events"]),
+        "last_ts": int(d["last_ts"]),
+        "recent": json.loads(d["recent"]),
+        "interests": json.loads(d.get("interests", "{}")),
+    }
 
 
 def item_hash(item: dict[str, Any]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from model_export.datasets import load_dataset
 from model_export.registry import Registry
 from model_export.train import TrainConfig, train_and_export_events
 from serving.scorer import Scorer
-from serving.store import connect, key
+from serving.store import connect, decode_user, key
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +65,11 @@ def test_recommendations_are_the_models(make_settings, tmp_path):
                 break
             time.sleep(0.5)
         assert counts == [len(h) for h in history.values()]
+        # The catalog reached the interest state through the broadcast: interests per genre, not only scenario.
+        interests = [decode_user(r.hgetall(key("user", u)))["interests"] for u in history]
+        assert all("scenario:web" in i for i in interests)
+        # (a user whose first events beat the catalog broadcast, or rated only low, may show none yet)
+        assert sum(any(f.startswith("category:") for f in i) for i in interests) >= 0.9 * len(interests)
         time.sleep(
             0.5
         )  # the writer flushes the last batch after updating the user view in the same round trip

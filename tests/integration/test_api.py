@@ -107,7 +107,7 @@ def test_longest_user_id_is_fine(client: TestClient) -> None:
 def test_user_view(client: TestClient) -> None:
     r = client.get("/v1/users/u1")
     assert r.status_code == 200
-    assert r.json() == {"user_id": "u1", "events": 3, "last_ts": 1_700_000, "recent": ["i9", "i8"]}
+    assert r.json() == {"user_id": "u1", "events": 3, "last_ts": 1_700_000, "recent": ["i9", "i8"], "interests": {}}
     r = client.get("/v1/users/nobody")
     assert r.status_code == 404 and "nobody" in r.json()["detail"]
 

@@ -84,12 +84,17 @@ def run_path(settings, config_path, cluster=None) -> None:
         deadline = time.monotonic() + 120
         got: dict = {}
         while time.monotonic() < deadline:
-            got = {u: decode_user(r.hgetall(key("user", u))) for u in want}
+            views = {u: decode_user(r.hgetall(key("user", u))) for u in want}
+            got = {u: v and {k: v[k] for k in ("events", "last_ts", "recent")} for u, v in views.items()}
             if got == want:
                 break
             time.sleep(0.5)
         assert got == want
         assert launcher.status(settings)["running"]
+        for u, view in views.items():  # every view event was a "view" (weight 1) in one scenario
+            scenario = "web" if int(u.split("-")[1]) % 2 else "app"
+            assert set(view["interests"]) == {f"scenario:{scenario}"}
+            assert 0 < view["interests"][f"scenario:{scenario}"] <= want[u]["events"]
 
         dlq = [
             json.loads(v)

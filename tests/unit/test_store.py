@@ -75,17 +75,19 @@ def test_empty_recommendations_and_absent_key() -> None:
 
 
 def test_user_view_hash_is_all_strings() -> None:
-    h = UserView("u1", 3, 1_700_000_000_123, ("a", "b")).to_hash()
-    assert h == {"events": "3", "last_ts": "1700000000123", "recent": '["a", "b"]'}
+    h = UserView("u1", 3, 1_700_000_000_123, ("a", "b"), {"category:Drama": 1.23456}).to_hash()
+    assert h == {"events": "3", "last_ts": "1700000000123", "recent": '["a", "b"]',
+                 "interests": '{"category:Drama": 1.2346}'}
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in h.items())
 
 
 @pytest.mark.parametrize("as_bytes", [False, True])
 def test_user_view_round_trip(as_bytes: bool) -> None:
-    view = UserView("u1", 12, 1_700_000_000_123, ["i1", "ü-2", "i3"])
+    view = UserView("u1", 12, 1_700_000_000_123, ["i1", "ü-2", "i3"], {"scenario:web": 2.5})
     h = view.to_hash()
     raw = {k.encode(): v.encode() for k, v in h.items()} if as_bytes else h
-    assert decode_user(raw) == {"events": 12, "last_ts": 1_700_000_000_123, "recent": ["i1", "ü-2", "i3"]}
+    assert decode_user(raw) == {"events": 12, "last_ts": 1_700_000_000_123, "recent": ["i1", "ü-2", "i3"],
+                                "interests": {"scenario:web": 2.5}}
 
 
 def test_decode_user_of_absent_hash_is_none() -> None:
