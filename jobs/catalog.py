@@ -9,14 +9,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pyflink.common import Types
 from pyflink.datastream import ProcessFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor
 
 from jobs.errors import InvalidRecordError
 from jobs.events import dead_letter, parse_item
 from jobs.kafka_io import DLQ_TAG
-from jobs.writer import execute_with_retry
-from serving.store import connect, item_hash, key
+from serving.store import connect, execute_with_retry, item_hash, key
 from streamrec.config import Settings
+
+# item id -> categories, broadcast to the interest stage (checkpointed with it).
+CATALOG = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+# The writer's view: every catalog id as ONE value, because thread mode cannot iterate broadcast state
+# (its keys()/items() fail on the Java object); one get() restores the set after a restart.
+CATALOG_IDS = MapStateDescriptor("catalog-ids", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+CATALOG_IDS_KEY = "ids"
 
 
 class PublishItems(ProcessFunction):
@@ -37,8 +45,9 @@ class PublishItems(ProcessFunction):
         try:
             item = parse_item(raw)
         except InvalidRecordError as exc:
-            yield DLQ_TAG, dead_letter(
-                raw, exc.reason, self.settings.kafka.items_topic, self.settings.job.dlq_reason_max_chars
+            yield (
+                DLQ_TAG,
+                dead_letter(raw, exc.reason, self.settings.kafka.items_topic, self.settings.job.dlq_reason_max_chars),
             )
             return
         item_key = key("item", item.item_id)

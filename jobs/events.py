@@ -111,9 +111,7 @@ def validate_event(obj: Any, now_ms: int | None = None) -> Event:
     scenario = obj.get("scenario")
     if scenario is not None:
         if not isinstance(scenario, str) or not scenario or len(scenario) > MAX_SCENARIO_CHARS:
-            raise InvalidRecordError(
-                f"field 'scenario' must be a non-empty string of <= {MAX_SCENARIO_CHARS}"
-            )
+            raise InvalidRecordError(f"field 'scenario' must be a non-empty string of <= {MAX_SCENARIO_CHARS}")
     context = obj.get("context")
     if context is not None and not isinstance(context, dict):
         raise InvalidRecordError("field 'context' must be a JSON object")

@@ -28,8 +28,9 @@ from pyflink.datastream import (
     RuntimeContext,
     StreamExecutionEnvironment,
 )
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import ValueStateDescriptor
 
+from jobs.catalog import CATALOG, CATALOG_IDS, PublishItems
 from jobs.errors import InvalidRecordError
 from jobs.events import Event, Item, dead_letter, parse_event
 from jobs.kafka_io import DLQ_TAG, KAFKA_BYTES
@@ -40,8 +41,6 @@ TYPE_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "skip": 
 RATING_MIDPOINT = 2.5
 MS_PER_HOUR = 3_600_000
 JOB_NAME = "streamrec-interest"
-# item id -> categories, broadcast to every user-interest subtask (checkpointed with them).
-CATALOG = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
 
 @dataclass(slots=True)
@@ -64,8 +63,8 @@ class UserState:
         return [item for _, item in self.recent]
 
     def top_interests(self, n: int) -> dict[str, float]:
-        """The n strongest facets, strongest first."""
-        return dict(sorted(self.interests.items(), key=lambda kv: -kv[1])[:n])
+        """The n strongest facets (by magnitude: a negative weight is a dislike), strongest first."""
+        return dict(sorted(self.interests.items(), key=lambda kv: -abs(kv[1]))[:n])
 
 
 def event_weight(ev: Event) -> float:
@@ -158,12 +157,8 @@ class UserInterest(KeyedBroadcastProcessFunction):
 
 def watermarks(cfg: JobConfig) -> WatermarkStrategy:
     """Bounded out-of-orderness on the event's ``ts``; idle partitions do not hold time back."""
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_millis(cfg.watermark_out_of_orderness_ms)
-    )
-    return strategy.with_timestamp_assigner(EventTime()).with_idleness(
-        Duration.of_millis(cfg.watermark_idleness_ms)
-    )
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.watermark_out_of_orderness_ms))
+    return strategy.with_timestamp_assigner(EventTime()).with_idleness(Duration.of_millis(cfg.watermark_idleness_ms))
 
 
 @dataclass
@@ -183,13 +178,10 @@ def build_interest_job(
     ``writes`` carries one JSON record (bytes) per user written to Redis (the audit stream), and
     ``dead_letters`` the dead-letter records of both inputs; :func:`main` sends both to Kafka, tests collect them.
     """
-    from jobs.catalog import PublishItems
     from jobs.writer import RecommendationWriter, shard_of
 
     cfg = settings.job
-    parsed = source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars)).name(
-        "parse events"
-    )
+    parsed = source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars)).name("parse events")
     catalog = items.process(PublishItems(settings)).name("catalog -> Redis")
     dead = parsed.get_side_output(DLQ_TAG).union(catalog.get_side_output(DLQ_TAG))
     timed = parsed.assign_timestamps_and_watermarks(watermarks(cfg)).name("event time")
@@ -201,6 +193,7 @@ def build_interest_job(
     )
     writes = (
         states.key_by(lambda s: shard_of(s.user_id, cfg.writer_shards), key_type=Types.INT())
+        .connect(catalog.broadcast(CATALOG_IDS))
         .process(RecommendationWriter(settings), output_type=KAFKA_BYTES)
         .name("score + write Redis")
     )
@@ -223,9 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     job = build_interest_job(env, source, settings, items)
     job.dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: events.dlq")
-    job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name(
-        "kafka: recommendations"
-    )
+    job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name("kafka: recommendations")
     client = env.execute_async(JOB_NAME)
     # `streamrec job start` waits for this line; under `flink run -d` the client returns here.
     print(f"{JOB_NAME} submitted as job {client.get_job_id()}", flush=True)

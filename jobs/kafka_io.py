@@ -88,9 +88,7 @@ def make_env(settings: Settings) -> StreamExecutionEnvironment:
     os.environ["PYTHONPATH"] = python_path()
     f = settings.flink
     checkpoints = (
-        settings.path(f.checkpoint_dir)
-        if f.checkpoint_dir.startswith("/")
-        else settings.run_dir / f.checkpoint_dir
+        settings.path(f.checkpoint_dir) if f.checkpoint_dir.startswith("/") else settings.run_dir / f.checkpoint_dir
     )
     conf = Configuration()
     conf.set_string("python.execution-mode", f.python_execution_mode)

@@ -55,9 +55,7 @@ def start(
     env = _env(settings, config_path)
     if cluster is None:
         start_at = log.stat().st_size if log.exists() else 0
-        pid = spawn(
-            [sys.executable, "-c", "from jobs.interest import main; main()"], log, env=env, cwd=PROJECT_ROOT
-        )
+        pid = spawn([sys.executable, "-c", "from jobs.interest import main; main()"], log, env=env, cwd=PROJECT_ROOT)
         deadline = time.monotonic() + timeout
         job_id = None
         while time.monotonic() < deadline and job_id is None:

@@ -31,9 +31,7 @@ class EventProducer:
     def send(self, event: Mapping[str, Any] | Event) -> Event:
         """Validate and send one event (key = user id, record timestamp = event time); returns it."""
         ev = event if isinstance(event, Event) else validate_event(dict(event))
-        self._producer.send(
-            self.events_topic, key=ev.user_id.encode(), value=ev.to_json(), timestamp_ms=ev.ts
-        )
+        self._producer.send(self.events_topic, key=ev.user_id.encode(), value=ev.to_json(), timestamp_ms=ev.ts)
         return ev
 
     def send_raw(self, value: bytes, key: bytes | None = None) -> None:

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor
 
-from jobs.errors import JobError
-from serving.store import UserView, connect, encode_recommendations, key
+from jobs.catalog import CATALOG_IDS, CATALOG_IDS_KEY
+from serving.store import RedisOp, UserView, connect, encode_recommendations, execute_with_retry, key
 
 if TYPE_CHECKING:
+    from jobs.events import Item
     from jobs.interest import UserState
     from streamrec.config import Settings
 
@@ -37,16 +38,6 @@ REDIS_FIRST_BACKOFF_S = 0.2
 def shard_of(user_id: str, shards: int) -> int:
     """Stable shard of a user (crc32, not Python's per-process salted hash)."""
     return zlib.crc32(user_id.encode()) % shards
-
-
-class RedisUnavailableError(JobError):
-    """Redis stayed unreachable through every retry."""
-
-    def __init__(self, attempts: int, cause: Exception) -> None:
-        super().__init__(
-            f"Redis write failed {attempts} times ({cause}); the job restarts from its last checkpoint "
-            f"and retries: check that Redis at the configured redis.url is up"
-        )
 
 
 class ServingModel:
@@ -81,9 +72,7 @@ class ServingModel:
             registry = Registry(self.registry_dir)
             version = registry.current()
         except (ModelExportError, OSError, ValueError) as exc:
-            log.error(
-                "model registry %s unreadable, %s keeps serving: %s", self.registry_dir, self.version, exc
-            )
+            log.error("model registry %s unreadable, %s keeps serving: %s", self.registry_dir, self.version, exc)
             return
         if version is None or version == self.version or version in self._refused:
             return
@@ -97,21 +86,25 @@ class ServingModel:
         self.scorer, self.version = scorer, version
 
 
-class RecommendationWriter(KeyedProcessFunction):
-    """Per shard: buffer user states, and every ``flush_interval_ms`` score and write them in one batch."""
+class RecommendationWriter(KeyedBroadcastProcessFunction):
+    """Per shard: buffer user states, and every ``flush_interval_ms`` score and write them in one batch.
+
+    The catalog arrives as broadcast state: once it is not empty, only items that passed the ``items`` topic
+    (and so have a title in ``item:{id}``) are recommended.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.interval = settings.job.flush_interval_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.pending = runtime_context.get_list_state(
-            ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
-        )
+        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
         r = self.settings.redis
         self.redis = connect(r.url, r.username, r.password.get_secret_value() if r.password else None)
         # Shards whose timers are set: saves a timer registration per element (a JVM call each).
         self.armed: set[int] = set()
+        self.catalog: set[str] | None = None  # None: not yet read back from the (restored) broadcast state
+        self.restricted: tuple[int, int] | None = None  # (scorer id, catalog size) applied to the scorer
         self.model = ServingModel(
             str(self.settings.path(self.settings.models.registry_dir)),
             self.settings.job.model_check_interval_s,
@@ -120,7 +113,18 @@ class RecommendationWriter(KeyedProcessFunction):
     def close(self) -> None:
         self.redis.close()
 
-    def process_element(self, state: UserState, ctx: KeyedProcessFunction.Context) -> Iterator[bytes]:
+    def _load_catalog(self, ctx: Any) -> set[str]:
+        if self.catalog is None:
+            self.catalog = set(ctx.get_broadcast_state(CATALOG_IDS).get(CATALOG_IDS_KEY) or ())
+        return self.catalog
+
+    def process_broadcast_element(self, item: Item, ctx: KeyedBroadcastProcessFunction.Context) -> None:
+        catalog = self._load_catalog(ctx)
+        if item.item_id not in catalog:
+            catalog.add(item.item_id)
+            ctx.get_broadcast_state(CATALOG_IDS).put(CATALOG_IDS_KEY, catalog)
+
+    def process_element(self, state: UserState, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[bytes]:
         self.pending.add(state)
         shard = ctx.get_current_key()
         if shard not in self.armed:
@@ -130,8 +134,9 @@ class RecommendationWriter(KeyedProcessFunction):
             self.armed.add(shard)
         return iter(())
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[bytes]:
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[bytes]:
         self.armed.discard(ctx.get_current_key())
+        self._load_catalog(ctx)
         states = list(self.pending.get() or ())
         if not states:
             return
@@ -148,6 +153,9 @@ class RecommendationWriter(KeyedProcessFunction):
         recs: list[list[tuple[str, float]]] = [[] for _ in states]
         version = ""
         scorer = self.model.get()
+        if scorer is not None and self.catalog and self.restricted != (id(scorer), len(self.catalog)):
+            scorer.restrict_to(self.catalog)
+            self.restricted = (id(scorer), len(self.catalog))
         if scorer is not None:
             version = self.model.version or scorer.version
             recs = scorer.score(
@@ -159,9 +167,7 @@ class RecommendationWriter(KeyedProcessFunction):
             view = UserView(s.user_id, s.events, s.last_ts, s.recent_items(), s.top_interests(TOP_INTERESTS))
             ops.append(("hset", (key("user", s.user_id),), {"mapping": view.to_hash()}))
             if items:
-                ops.append(
-                    ("set", (key("rec", s.user_id), encode_recommendations(items, version, now_ms)), {})
-                )
+                ops.append(("set", (key("rec", s.user_id), encode_recommendations(items, version, now_ms)), {}))
             record = {
                 "user_id": s.user_id,
                 "events": s.events,
@@ -173,25 +179,3 @@ class RecommendationWriter(KeyedProcessFunction):
             audit.append(json.dumps(record, separators=(",", ":")).encode())
         execute_with_retry(self.redis, ops)
         yield from audit
-
-
-RedisOp = tuple[str, tuple[Any, ...], dict[str, Any]]
-
-
-def execute_with_retry(client: Any, ops: list[RedisOp]) -> None:
-    """Run ops in one pipelined round trip; bounded retries with backoff (the pipeline is rebuilt per attempt)."""
-    import redis
-
-    delay = REDIS_FIRST_BACKOFF_S
-    for attempt in range(1, REDIS_ATTEMPTS + 1):
-        try:
-            pipe = client.pipeline(transaction=False)
-            for method, args, kwargs in ops:
-                getattr(pipe, method)(*args, **kwargs)
-            pipe.execute()
-            return
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if attempt == REDIS_ATTEMPTS:
-                raise RedisUnavailableError(attempt, exc) from exc
-            time.sleep(delay)
-            delay *= 2

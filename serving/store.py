@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -70,8 +71,7 @@ def decode_user(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any] | No
     if not raw:
         return None
     d = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
     }
     return {
         "events": int(d["events"]),
@@ -120,8 +120,6 @@ def connect(url: str, username: str | None = None, password: str | None = None, 
 
 def announce_model(client: Any, version: str, now_ms: int | None = None) -> None:
     """Set ``model:current`` and push the previous one onto ``model:history`` (newest first)."""
-    import time
-
     previous = client.get(MODEL_CURRENT)
     pipe = client.pipeline(transaction=True)
     if previous is not None and previous.decode() != version:
@@ -131,8 +129,42 @@ def announce_model(client: Any, version: str, now_ms: int | None = None) -> None
     pipe.execute()
 
 
-def write_popular(
-    client: Any, items: Sequence[tuple[str, float]], model_version: str, computed_at: int
-) -> None:
+def write_popular(client: Any, items: Sequence[tuple[str, float]], model_version: str, computed_at: int) -> None:
     """The fallback list for users with no personal recommendations."""
     client.set(POPULAR, encode_recommendations(items, model_version, computed_at))
+
+
+REDIS_ATTEMPTS = 6
+REDIS_FIRST_BACKOFF_S = 0.2
+
+
+class RedisUnavailableError(Exception):
+    """Redis stayed unreachable through every retry."""
+
+    def __init__(self, attempts: int, cause: Exception) -> None:
+        super().__init__(
+            f"Redis write failed {attempts} times ({cause}); the job restarts from its last checkpoint "
+            f"and retries: check that Redis at the configured redis.url is up"
+        )
+
+
+RedisOp = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+def execute_with_retry(client: Any, ops: list[RedisOp]) -> None:
+    """Run ops in one pipelined round trip; bounded retries with backoff (the pipeline is rebuilt per attempt)."""
+    import redis
+
+    delay = REDIS_FIRST_BACKOFF_S
+    for attempt in range(1, REDIS_ATTEMPTS + 1):
+        try:
+            pipe = client.pipeline(transaction=False)
+            for method, args, kwargs in ops:
+                getattr(pipe, method)(*args, **kwargs)
+            pipe.execute()
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if attempt == REDIS_ATTEMPTS:
+                raise RedisUnavailableError(attempt, exc) from exc
+            time.sleep(delay)
+            delay *= 2

@@ -7,7 +7,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -23,6 +23,7 @@ from serving.store import connect, decode_user, key
 pytestmark = pytest.mark.e2e
 
 EVENTS = 3000
+WITHHELD = 20
 
 
 def get(url: str):
@@ -48,11 +49,17 @@ def test_recommendations_are_the_models(make_settings, tmp_path):
         [sys.executable, "-m", "streamrec.cli", "--config", str(config_path), "serve"], tmp_path / "api.log"
     )
     try:
-        with EventProducer(
-            settings.kafka.bootstrap, settings.kafka.events_topic, settings.kafka.items_topic
-        ) as p:
-            for item in data.items:
+        # The catalog feed leaves out the most popular items: the job must not recommend what has no title.
+        withheld = {i for i, _ in Counter(e["item_id"] for e in events).most_common(WITHHELD)}
+        catalog = [item for item in data.items if item["item_id"] not in withheld]
+        k = settings.kafka
+        with EventProducer(k.bootstrap, k.events_topic, k.items_topic) as p:
+            for item in catalog:
                 p.send_item(item)
+            p.flush()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not r.exists(key("item", catalog[-1]["item_id"])):
+                time.sleep(0.2)
             for e in events:
                 p.send(e)
         history: dict[str, list[str]] = defaultdict(list)
@@ -67,14 +74,15 @@ def test_recommendations_are_the_models(make_settings, tmp_path):
         assert counts == [len(h) for h in history.values()]
         # The catalog reached the interest state through the broadcast: interests per genre, not only scenario.
         interests = [decode_user(r.hgetall(key("user", u)))["interests"] for u in history]
-        assert all("scenario:web" in i for i in interests)
-        # (a user whose first events beat the catalog broadcast, or rated only low, may show none yet)
+        # (ratings around the midpoint cancel out; a user whose events beat the catalog broadcast has no genre)
+        assert sum("scenario:web" in i for i in interests) >= 0.9 * len(interests)
         assert sum(any(f.startswith("category:") for f in i) for i in interests) >= 0.9 * len(interests)
         time.sleep(
             0.5
         )  # the writer flushes the last batch after updating the user view in the same round trip
 
         scorer = Scorer(registry.path(version))
+        scorer.restrict_to(item["item_id"] for item in catalog)
         users = sorted(history)
         cfg = settings.job
         expected = scorer.score(
@@ -102,6 +110,7 @@ def test_recommendations_are_the_models(make_settings, tmp_path):
             assert [i["score"] for i in body["items"]] == pytest.approx([s for _, s in want], abs=1e-4)
             assert not set(history[u]) & {i["item_id"] for i in body["items"]}
             assert all(i["title"] for i in body["items"])
+            assert not withheld & {i["item_id"] for i in body["items"]}
             checked += 1
         assert checked >= len(users) // 2
     finally:

@@ -354,7 +354,8 @@ def test_any_bytes_parse_or_raise_invalid_record(data: bytes) -> None:
         assert isinstance(ev, Event)
 
 
-scalar = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | text(max_size=10)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+scalar = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | finite | text(max_size=10)
 json_value = st.recursive(
     scalar,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text(max_size=5), inner, max_size=3),
