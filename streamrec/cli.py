@@ -98,34 +98,57 @@ def _registry(settings: Settings) -> Any:
     return Registry(settings.path(settings.models.registry_dir))
 
 
-def announce(settings: Settings, version: str) -> None:
-    """Tell front-ends (``model:current``) which version serves; skipped with a note if Redis is down."""
+POPULAR_K = 100
+
+
+def announce(settings: Settings, version: str, popular: list[tuple[str, float]] | None = None) -> None:
+    """Tell front-ends which version serves (``model:current``) and, after training, the ``popular`` fallback.
+
+    Skipped with a note if Redis is down: the job reads the registry itself.
+    """
+    import time
+
     import redis
 
-    from serving.store import announce_model, connect
+    from serving.store import announce_model, connect, write_popular
 
     r = settings.redis
     try:
-        announce_model(
-            connect(r.url, r.username, r.password.get_secret_value() if r.password else None), version
-        )
+        client = connect(r.url, r.username, r.password.get_secret_value() if r.password else None)
+        announce_model(client, version)
+        if popular:
+            write_popular(client, popular, version, int(time.time() * 1000))
     except redis.RedisError as exc:
         print(f"note: model:current not updated in Redis ({exc}); the job reads the registry itself")
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
-    from model_export.train import train_and_export
+    from dataclasses import replace
 
-    out = settings.run_dir / "artifacts"
-    artifact = train_and_export(
-        args.dataset, out, seed=args.seed, epochs=args.epochs, max_events=args.max_events
-    )
+    from model_export.datasets import load_dataset
+    from model_export.event_log import popular_items, read_events
+    from model_export.train import TrainConfig, train_and_export_events
+
+    k = settings.kafka
+    if args.from_kafka:
+        events = read_events(k.bootstrap, k.events_topic)
+        name = "events-log"
+        print(f"read {len(events)} events back from {k.events_topic} at {k.bootstrap}")
+    else:
+        events = load_dataset(args.dataset).events
+        name = args.dataset
+    events = events[: args.max_events] if args.max_events else events
+    if not events:
+        print(f"error: no events to train on ({name})", file=sys.stderr)
+        return 1
+    cfg = replace(TrainConfig(), epochs=args.epochs) if args.epochs else TrainConfig()
+    artifact = train_and_export_events(events, settings.run_dir / "artifacts", name=name, seed=args.seed, config=cfg)
     reg = _registry(settings)
     version = reg.publish(artifact)
     print(f"registered {version} from {artifact}")
     if args.promote:
         reg.promote(version)
-        announce(settings, version)
+        announce(settings, version, popular_items(events, POPULAR_K))
         print(f"promoted {version}")
     return 0
 
@@ -251,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_replay)
 
     s = sub.add_parser("train", help="train, evaluate, export and register a model version")
-    s.add_argument("--dataset", required=True)
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a shipped data set: ml-100k, ml-1m")
+    src.add_argument("--from-kafka", action="store_true", help="the events topic, read back from Kafka")
     s.add_argument("--promote", action="store_true")
     s.add_argument("--epochs", type=int)
     s.add_argument("--max-events", type=int)

@@ -24,7 +24,6 @@ from streamrec.config import Settings, dump_config
 
 SHOW_USERS = 3
 SHOW_ITEMS = 5
-POPULAR_K = 100
 CATCH_UP_TIMEOUT_S = 600.0
 
 
@@ -56,7 +55,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from model_export.event_log import popular_items, read_events
     from model_export.registry import Registry
     from model_export.train import TrainConfig, train_and_export_events
-    from serving.store import announce_model, connect, decode_user, key, write_popular
+    from serving.store import connect, decode_user, key
+    from streamrec.cli import POPULAR_K, announce
 
     limit = args.limit or int(os.environ.get("STREAMREC_DEMO_LIMIT", "0")) or None
     epochs = int(os.environ.get("STREAMREC_DEMO_EPOCHS", "0")) or None
@@ -85,8 +85,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         registry = Registry(s.path(s.models.registry_dir))
         version = registry.publish(artifact)
         registry.promote(version)
-        announce_model(r, version)
-        write_popular(r, popular_items(log_events, POPULAR_K), version, int(time.time() * 1000))
+        announce(s, version, popular_items(log_events, POPULAR_K))
         metrics = json.loads((registry.path(version) / "contract.json").read_text())["metrics"]
         print(
             f"model {version} in service. Offline metrics (full ranking over all items, seen items excluded):"
