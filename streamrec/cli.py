@@ -49,7 +49,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         for name, info in st.items():
             where = info.get("bootstrap") or info.get("url") or info.get("rest_url") or info.get("mode")
-            print(f"{name:7} {'running' if info['running'] else 'stopped':8} {where}")
+            state = "running" if info["running"] else "stopped"
+            if name == "flink":  # the MiniCluster lives inside the job's process: report the job
+                state = "running" if info["running"] or info["job_running"] else "stopped"
+                where = f"{where} (interest job {'running' if info['job_running'] else 'not running'})"
+            print(f"{name:7} {state:8} {where}")
     return 0
 
 
