@@ -71,7 +71,8 @@ def make_settings(
                 "recommendations_topic": f"recommendations-{tag}",
                 "consumer_group": f"streamrec-{tag}",
             },
-            "redis": {"url": redis_server.url.rsplit("/", 1)[0] + f"/{n % 16}"},
+            # dbs 14 and 15 belong to tests/integration/test_api.py
+            "redis": {"url": redis_server.url.rsplit("/", 1)[0] + f"/{n % 14}"},
             "flink": {"checkpoint_interval_ms": 1000},
             "job": {"flush_interval_ms": 50},
             "stack": {"run_dir": str(tmp_path / "run")},
