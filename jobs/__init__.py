@@ -1,7 +1,10 @@
-"""The streaming side: events in, user interest state, batched scoring, Redis out."""
+"""The streaming side: events in, user interest state, batched scoring, Redis out.
+
+The job itself is ``jobs.interest`` (it imports PyFlink); this package's top level stays light for producers.
+"""
 
 from jobs.errors import InvalidRecordError, JobError
-from jobs.events import Event, parse_event
-from jobs.interest import build_interest_job
+from jobs.events import Event, Item, parse_event
+from jobs.producer import EventProducer
 
-__all__ = ["Event", "InvalidRecordError", "JobError", "build_interest_job", "parse_event"]
+__all__ = ["Event", "EventProducer", "InvalidRecordError", "Item", "JobError", "parse_event"]

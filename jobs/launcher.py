@@ -18,6 +18,7 @@ from infra.stack import read_state, write_state
 from jobs.errors import JobError
 from streamrec.config import PROJECT_ROOT, Settings
 
+JOB_LABEL = "streamrec-interest"  # jobs.interest.JOB_NAME, without importing PyFlink here
 SUBMITTED = re.compile(r"(?:submitted as job|JobID)\s+([0-9a-f]{32})")
 
 
@@ -102,8 +103,6 @@ def start(
     say(f"job     {JOB_LABEL} running on the {job['mode']} as {job['job_id']}; log {log}")
     return job
 
-
-JOB_LABEL = "streamrec-interest"
 
 
 def _rest(cluster: str, path: str, method: str = "GET") -> dict[str, Any]:
