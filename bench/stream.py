@@ -43,7 +43,7 @@ def run_variant(s: Settings, name: str, mode: str, scoring: bool, want: Counter[
     config = dump_config(v, run_dir / f"{name}.yaml")
     users = list(want)
     total = sum(want.values())
-    launcher.start(v, str(config), say=lambda *_: None, timeout=300)
+    launcher.start(v, str(config), say=lambda *_: None, timeout=300, resume=False)
     try:
         first = None
         while True:

@@ -181,8 +181,12 @@ def build_interest_job(
     from jobs.writer import RecommendationWriter, shard_of
 
     cfg = settings.job
-    parsed = source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars)).name("parse events")
-    catalog = items.process(PublishItems(settings)).name("catalog -> Redis")
+    parsed = (
+        source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars))
+        .name("parse events")
+        .uid("parse-events")
+    )
+    catalog = items.process(PublishItems(settings)).name("catalog -> Redis").uid("catalog")
     dead = parsed.get_side_output(DLQ_TAG).union(catalog.get_side_output(DLQ_TAG))
     timed = parsed.assign_timestamps_and_watermarks(watermarks(cfg)).name("event time")
     states = (
@@ -190,12 +194,14 @@ def build_interest_job(
         .connect(catalog.broadcast(CATALOG))
         .process(UserInterest(cfg))
         .name("user interest")
+        .uid("user-interest")
     )
     writes = (
         states.key_by(lambda s: shard_of(s.user_id, cfg.writer_shards), key_type=Types.INT())
         .connect(catalog.broadcast(CATALOG_IDS))
         .process(RecommendationWriter(settings), output_type=KAFKA_BYTES)
         .name("score + write Redis")
+        .uid("writer")
     )
     return InterestJob(states=states, dead_letters=dead, writes=writes)
 
@@ -210,13 +216,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = load_config(args.config)
     env = make_env(settings)
-    source = env.from_source(kafka_source(settings), WatermarkStrategy.no_watermarks(), "kafka: events")
+    # Stable uids: a restart from a checkpoint (or an upgrade from a savepoint) maps state by them.
+    source = env.from_source(kafka_source(settings), WatermarkStrategy.no_watermarks(), "kafka: events").uid(
+        "kafka-events"
+    )
     items = env.from_source(
         kafka_source(settings, settings.kafka.items_topic), WatermarkStrategy.no_watermarks(), "kafka: items"
-    )
+    ).uid("kafka-items")
     job = build_interest_job(env, source, settings, items)
-    job.dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: events.dlq")
-    job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name("kafka: recommendations")
+    job.dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: events.dlq").uid("kafka-dlq")
+    job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name("kafka: recommendations").uid(
+        "kafka-recommendations"
+    )
     client = env.execute_async(JOB_NAME)
     # `streamrec job start` waits for this line; under `flink run -d` the client returns here.
     print(f"{JOB_NAME} submitted as job {client.get_job_id()}", flush=True)

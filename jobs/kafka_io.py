@@ -101,6 +101,8 @@ def make_env(settings: Settings) -> StreamExecutionEnvironment:
     # Kept after a cancel or crash, so that `streamrec job start` can resume from the latest one.
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     conf.set_string("restart-strategy.type", f.restart_strategy)
+    if f.restore_from:
+        conf.set_string("execution.state-recovery.path", f.restore_from)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(f.parallelism)
     return env

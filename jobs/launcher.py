@@ -44,8 +44,12 @@ def start(
     cluster: str | None = None,
     say: Any = print,
     timeout: float = 120.0,
+    resume: bool = True,
 ) -> dict[str, Any]:
-    """Start the job (MiniCluster in a background process, or ``flink run -d`` against ``cluster``)."""
+    """Start the job (MiniCluster in a background process, or ``flink run -d`` against ``cluster``).
+
+    With ``resume`` (the default), it starts from the latest retained checkpoint of an earlier run, if any.
+    """
     state = read_state(settings)
     job = state.get("job", {})
     if pid_alive(job.get("pid")) or (job.get("job_id") and _cluster_job_running(job)):
@@ -54,6 +58,12 @@ def start(
     log = settings.run_dir / "job.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = _env(settings, config_path)
+    checkpoint = latest_checkpoint(settings) if resume else None
+    if checkpoint:
+        # After a crash or a stop: each event's effect on the state is restored exactly, and Kafka
+        # offsets rewind to the checkpoint, so nothing is lost or counted twice.
+        env["STREAMREC_FLINK__RESTORE_FROM"] = checkpoint
+        say(f"job     resuming from {checkpoint}")
     if cluster is None:
         start_at = log.stat().st_size if log.exists() else 0
         pid = spawn([sys.executable, "-c", "from jobs.interest import main; main()"], log, env=env, cwd=PROJECT_ROOT)
@@ -71,7 +81,7 @@ def start(
             stop_pid(pid)
             what = f"no job id within {timeout:.0f}s"
             raise JobStartError(what, log)
-        job = {"mode": "minicluster", "pid": pid, "job_id": job_id, "log": str(log)}
+        job = {"mode": "minicluster", "pid": pid, "job_id": job_id, "log": str(log), "restored_from": checkpoint}
     else:
         env.update({"STREAMREC_FLINK__CLUSTER": cluster})
         host_port = cluster.split("://", 1)[-1].rstrip("/")
@@ -97,12 +107,17 @@ def start(
         if proc.returncode != 0 or not m:
             what = f"`flink run` exited {proc.returncode}"
             raise JobStartError(what, out[-3000:])
-        job = {"mode": "cluster", "cluster": cluster.rstrip("/"), "job_id": m.group(1), "log": str(log)}
+        job = {
+            "mode": "cluster",
+            "cluster": cluster.rstrip("/"),
+            "job_id": m.group(1),
+            "log": str(log),
+            "restored_from": checkpoint,
+        }
     state["job"] = job
     write_state(settings, state)
     say(f"job     {JOB_LABEL} running on the {job['mode']} as {job['job_id']}; log {log}")
     return job
-
 
 
 def _rest(cluster: str, path: str, method: str = "GET") -> dict[str, Any]:

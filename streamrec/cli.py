@@ -181,7 +181,7 @@ def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
     from jobs import launcher
 
     if args.job_cmd == "start":
-        launcher.start(settings, args.config, cluster=args.cluster)
+        launcher.start(settings, args.config, cluster=args.cluster, resume=not args.fresh)
     elif args.job_cmd == "stop":
         launcher.stop(settings)
     else:
@@ -302,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     jsub = s.add_subparsers(dest="job_cmd", required=True)
     j = jsub.add_parser("start")
     j.add_argument("--cluster", help="REST URL of a Flink cluster (default: the embedded MiniCluster)")
+    j.add_argument("--fresh", action="store_true", help="ignore earlier checkpoints (default: resume from the latest)")
     jsub.add_parser("stop")
     j = jsub.add_parser("status")
     j.add_argument("--json", action="store_true")

@@ -61,6 +61,8 @@ class FlinkConfig(_Section):
     restart_strategy: Literal["exponential-delay", "fixed-delay", "none"] = "exponential-delay"
     # Relative paths are taken from the run directory.
     checkpoint_dir: str = "checkpoints"
+    # A checkpoint or savepoint to start from: `streamrec job start` sets it to the latest checkpoint.
+    restore_from: str | None = None
 
 
 class JobConfig(_Section):
