@@ -22,8 +22,12 @@ from infra.process import PortTakenError, port_in_use, require_java, spawn, stop
 
 
 def python_path() -> str:
-    """PYTHONPATH for Flink's Python: thread mode embeds the base interpreter, which does not see our venv."""
-    parts = [str(Path(__file__).resolve().parent.parent), *site.getsitepackages()]
+    """PYTHONPATH for Flink's Python: thread mode embeds the base interpreter, which does not see our venv.
+
+    ``infra/embedded`` comes first: its ``sitecustomize`` prepares the embedded interpreter (see there).
+    """
+    here = Path(__file__).resolve().parent
+    parts = [str(here / "embedded"), str(here.parent), *site.getsitepackages()]
     if os.environ.get("PYTHONPATH"):
         parts.append(os.environ["PYTHONPATH"])
     return os.pathsep.join(dict.fromkeys(parts))

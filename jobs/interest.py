@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import bisect
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from pyflink.common import Duration, Types, WatermarkStrategy
@@ -57,6 +57,20 @@ class UserState:
     # Time-decayed interest per facet ("scenario:web", "category:Drama"), valid at `interests_ts`.
     interests: dict[str, float] = field(default_factory=dict)
     interests_ts: int = 0
+    # (item_id, scenario) of the event just applied (None for a skip): the writer scores it against the
+    # recommendations the user had then (the online hit rate).
+    last_action: tuple[str, str] | None = None
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        # A slots object pickles as (None, {field: value}); a state pickled before a field was added
+        # (an older checkpoint or savepoint) gets that field's default.
+        values = state[1]
+        for f in fields(self):
+            if f.name in values:
+                value = values[f.name]
+            else:
+                value = f.default_factory() if f.default_factory is not MISSING else f.default
+            setattr(self, f.name, value)
 
     def recent_items(self) -> list[str]:
         """Item ids, oldest first."""
@@ -78,6 +92,7 @@ def apply_event(state: UserState, ev: Event, cfg: JobConfig, facets: tuple[str, 
     """Apply one event to the state, in place. Out-of-order events land at their event-time position."""
     state.events += 1
     state.last_ts = max(state.last_ts, ev.ts)
+    state.last_action = None if ev.type == "skip" else (ev.item_id, ev.scenario or "default")
     if ev.type != "skip":
         entry = (ev.ts, ev.item_id)
         if not state.recent or ev.ts >= state.recent[-1][0]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -19,7 +20,17 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor
 
 from jobs.catalog import CATALOG_IDS, CATALOG_IDS_KEY
-from serving.store import RedisOp, UserView, connect, encode_recommendations, execute_with_retry, key
+from serving.store import (
+    RedisOp,
+    UserView,
+    connect,
+    decode_recommendations,
+    encode_recommendations,
+    execute_with_retry,
+    key,
+    online_hits,
+    online_metric_ops,
+)
 
 if TYPE_CHECKING:
     from jobs.events import Item
@@ -30,9 +41,7 @@ log = logging.getLogger(__name__)
 
 # Fires at end of a bounded input (the final watermark), so tests and replays of files flush everything.
 END_OF_INPUT = 2**63 - 2
-REDIS_ATTEMPTS = 6
 TOP_INTERESTS = 10
-REDIS_FIRST_BACKOFF_S = 0.2
 
 
 def shard_of(user_id: str, shards: int) -> int:
@@ -43,8 +52,10 @@ def shard_of(user_id: str, shards: int) -> int:
 class ServingModel:
     """The promoted model of the registry, re-checked every ``check_every_s``: a promotion hot-swaps it.
 
-    A version that fails verification (checksum, contract) is refused with an error log, and the model
-    already in service keeps serving.
+    A new version loads in a background thread while the current one keeps scoring, so a swap costs the
+    stream no pause; the swap itself is one reference assignment between two batches. A version that
+    fails verification (checksum, contract) is refused with an error log, and the model already in
+    service keeps serving.
     """
 
     def __init__(self, registry_dir: str, check_every_s: float) -> None:
@@ -54,36 +65,53 @@ class ServingModel:
         self.version: str | None = None
         self._checked = 0.0
         self._refused: set[str] = set()
+        self._loading: threading.Thread | None = None
+        self._loaded: tuple[str, Any] | None = None
 
     def get(self) -> Any:
         """The current Scorer (None while no version is promoted)."""
+        self._swap()
         now = time.monotonic()
-        if now - self._checked >= self.check_every_s:
+        if now - self._checked >= self.check_every_s and (self._loading is None or not self._loading.is_alive()):
             self._checked = now
-            self._refresh()
+            self._refresh(background=self.scorer is not None)
         return self.scorer
 
-    def _refresh(self) -> None:
+    def _refresh(self, background: bool) -> None:
         from model_export.errors import ModelExportError
         from model_export.registry import Registry
-        from serving.scorer import Scorer
 
         try:
             registry = Registry(self.registry_dir)
             version = registry.current()
+            path = registry.path(version) if version else None
         except (ModelExportError, OSError, ValueError) as exc:
             log.error("model registry %s unreadable, %s keeps serving: %s", self.registry_dir, self.version, exc)
             return
-        if version is None or version == self.version or version in self._refused:
+        if version is None or path is None or version == self.version or version in self._refused:
             return
+        if background:
+            self._loading = threading.Thread(target=self._load, args=(version, path), daemon=True)
+            self._loading.start()
+        else:  # nothing serves yet: load now, so the first batch already gets recommendations
+            self._load(version, path)
+            self._swap()
+
+    def _swap(self) -> None:
+        if self._loaded is not None:
+            (version, scorer), self._loaded = self._loaded, None
+            log.info("model %s now serving (was %s, provider %s)", version, self.version, scorer.provider)
+            self.scorer, self.version = scorer, version
+
+    def _load(self, version: str, path: Any) -> None:
+        from model_export.errors import ModelExportError
+        from serving.scorer import Scorer
+
         try:
-            scorer = Scorer(registry.path(version))
+            self._loaded = (version, Scorer(path))
         except (ModelExportError, OSError, ValueError) as exc:
             self._refused.add(version)
             log.error("model %s refused, %s keeps serving: %s", version, self.version, exc)
-            return
-        log.info("model %s now serving (was %s, provider %s)", version, self.version, scorer.provider)
-        self.scorer, self.version = scorer, version
 
 
 class RecommendationWriter(KeyedBroadcastProcessFunction):
@@ -141,15 +169,32 @@ class RecommendationWriter(KeyedBroadcastProcessFunction):
         if not states:
             return
         latest: dict[str, UserState] = {}
-        for s in states:
+        actions: dict[str, list[tuple[str, str]]] = {}
+        for s in states:  # one state per event applied, in order
             if s.user_id not in latest or s.events >= latest[s.user_id].events:
                 latest[s.user_id] = s
-        yield from self.write(list(latest.values()))
+            action = getattr(s, "last_action", None)
+            if action is not None:
+                actions.setdefault(s.user_id, []).append(action)
+        yield from self.write(list(latest.values()), actions)
         self.pending.clear()
 
-    def write(self, states: list[UserState]) -> Iterator[bytes]:
-        """Score the batch, write every user's keys in one pipeline, and yield the audit records."""
+    def write(
+        self, states: list[UserState], actions: dict[str, list[tuple[str, str]]] | None = None
+    ) -> Iterator[bytes]:
+        """Score the batch, write every user's keys in one pipeline, and yield the audit records.
+
+        ``actions`` (user -> ``(item_id, scenario)`` of the events since the last write) are first checked
+        against the recommendations the users had while acting: the online hit rate in ``metrics:online``.
+        Like the other writes it is at-least-once: a flush replayed after a crash counts again.
+        """
         now_ms = int(time.time() * 1000)
+        hit_ops: list[RedisOp] = []
+        if actions:
+            users = list(actions)
+            shown = execute_with_retry(self.redis, [("get", (key("rec", u),), {}) for u in users])
+            hits = online_hits(actions, dict(zip(users, map(decode_recommendations, shown), strict=True)))
+            hit_ops = online_metric_ops(hits)
         recs: list[list[tuple[str, float]]] = [[] for _ in states]
         version = ""
         scorer = self.model.get()
@@ -177,5 +222,5 @@ class RecommendationWriter(KeyedBroadcastProcessFunction):
                 "ts": now_ms,
             }
             audit.append(json.dumps(record, separators=(",", ":")).encode())
-        execute_with_retry(self.redis, ops)
+        execute_with_retry(self.redis, ops + hit_ops)
         yield from audit

@@ -31,6 +31,7 @@ from serving.store import (
     decode_recommendations,
     decode_user,
     key,
+    read_online_metrics,
 )
 from streamrec.config import Settings
 
@@ -104,6 +105,24 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     redis: Literal["ok"] = "ok"
     model_version: str | None = Field(description="`model:current`, the version in service; null before any")
+
+
+class OnlineCounts(BaseModel):
+    """Actions of users who had recommendations, and how many hit them."""
+
+    model_config = ConfigDict(extra="allow")  # hits@K / hit_rate@K for every list length K written
+
+    actions: int = Field(description="actions of users who had recommendations when acting")
+
+
+class OnlineMetrics(BaseModel):
+    """The online hit rate, measured by the stream itself (``metrics:online``)."""
+
+    model_version: str | None = Field(description="`model:current`, the version in service; null before any")
+    versions: dict[str, dict[str, OnlineCounts]] = Field(
+        description="model version -> scenario (and `all`) -> counts and hit rates; "
+        "hit_rate@10 = share of actions on an item in the top 10 the user was shown"
+    )
 
 
 # --- plumbing --------------------------------------------------------------------------------
@@ -255,6 +274,17 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         if fields is None:
             raise HTTPException(404, f"item {item_id!r} is not in the catalog")
         return Item(**{**fields, "item_id": item_id})
+
+    @app.get(
+        "/v1/metrics/online",
+        response_model=OnlineMetrics,
+        responses={503: _ERRORS[503]},
+        summary="Online hit rate per model version and scenario",
+        tags=["metrics"],
+    )
+    def online_metrics(store: Store) -> OnlineMetrics:
+        """How often users acted on an item we were recommending them, per model version and scenario."""
+        return OnlineMetrics(model_version=_text(store.get(MODEL_CURRENT)), versions=read_online_metrics(store))
 
     @app.get(
         "/healthz",

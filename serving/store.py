@@ -8,6 +8,7 @@
 | ``popular`` | string | same JSON as ``rec:{user}``: the fallback for users with no personal list |
 | ``model:current`` | string | the model version in service |
 | ``model:history`` | list | JSON ``{"version", "promoted_at"}`` of earlier promotions, newest first |
+| ``metrics:online`` | hash | field JSON ``[model_version, scenario, counter]`` -> count (``actions``, ``hits@10``...) |
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ KeyKind = Literal["rec", "user", "item"]
 POPULAR = "popular"
 MODEL_CURRENT = "model:current"
 MODEL_HISTORY = "model:history"
+ONLINE_METRICS = "metrics:online"
+# The online hit rate is reported at 10 and at the length of the list written (job.top_k).
+ONLINE_CUTOFF = 10
 
 
 def key(kind: KeyKind, ident: str) -> str:
@@ -151,8 +155,12 @@ class RedisUnavailableError(Exception):
 RedisOp = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 
-def execute_with_retry(client: Any, ops: list[RedisOp]) -> None:
-    """Run ops in one pipelined round trip; bounded retries with backoff (the pipeline is rebuilt per attempt)."""
+def execute_with_retry(client: Any, ops: list[RedisOp]) -> list[Any]:
+    """Run ops in one pipelined round trip; bounded retries with backoff (the pipeline is rebuilt per attempt).
+
+    Returns:
+        The replies, one per op.
+    """
     import redis
 
     delay = REDIS_FIRST_BACKOFF_S
@@ -161,10 +169,69 @@ def execute_with_retry(client: Any, ops: list[RedisOp]) -> None:
             pipe = client.pipeline(transaction=False)
             for method, args, kwargs in ops:
                 getattr(pipe, method)(*args, **kwargs)
-            pipe.execute()
-            return
+            return list(pipe.execute())
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if attempt == REDIS_ATTEMPTS:
                 raise RedisUnavailableError(attempt, exc) from exc
             time.sleep(delay)
             delay *= 2
+    raise AssertionError("unreachable")
+
+
+def online_hits(
+    actions: Mapping[str, Sequence[tuple[str, str]]], shown: Mapping[str, dict[str, Any] | None]
+) -> dict[tuple[str, str, str], int]:
+    """Count how many of each user's actions were in the recommendations the user had when acting.
+
+    Args:
+        actions: user id -> ``(item_id, scenario)`` of the actions since the recommendations were written.
+        shown: user id -> decoded ``rec:{user}`` at that time (None: the user had none; not counted).
+
+    Returns:
+        ``(model_version, scenario, counter) -> n`` with counters ``actions``, ``hits@10`` and ``hits@K``
+        (K: the length of the list shown).
+    """
+    counts: dict[tuple[str, str, str], int] = {}
+    for user, acts in actions.items():
+        rec = shown.get(user)
+        if not rec or not rec.get("items"):
+            continue
+        version = rec.get("model_version") or "unknown"
+        ranked = [r["item_id"] for r in rec["items"]]
+        top, full = set(ranked[:ONLINE_CUTOFF]), set(ranked)
+        for item, scenario in acts:
+            for counter, hit in (
+                ("actions", True),
+                (f"hits@{ONLINE_CUTOFF}", item in top),
+                (f"hits@{len(ranked)}", item in full),
+            ):
+                if hit:
+                    counts[(version, scenario, counter)] = counts.get((version, scenario, counter), 0) + 1
+    return counts
+
+
+def online_metric_ops(counts: Mapping[tuple[str, str, str], int]) -> list[RedisOp]:
+    """HINCRBY ops adding :func:`online_hits` counts to ``metrics:online``."""
+    return [("hincrby", (ONLINE_METRICS, json.dumps(list(field)), n), {}) for field, n in sorted(counts.items())]
+
+
+def read_online_metrics(client: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """``metrics:online`` as ``{model_version: {scenario: {"actions", "hits@10", "hit_rate@10", ...}}}``.
+
+    Each scenario also appears summed under ``"all"``.
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for raw_field, raw_n in (client.hgetall(ONLINE_METRICS) or {}).items():
+        try:
+            version, scenario, counter = json.loads(raw_field)
+        except (ValueError, TypeError):
+            continue  # not written by online_metric_ops
+        for scope in (scenario, "all"):
+            row = out.setdefault(version, {}).setdefault(scope, {})
+            row[counter] = row.get(counter, 0) + int(raw_n)
+    for scenarios in out.values():
+        for row in scenarios.values():
+            actions = row.get("actions", 0)
+            for counter in [c for c in row if c.startswith("hits@")]:
+                row["hit_rate@" + counter.split("@", 1)[1]] = round(row[counter] / actions, 6) if actions else 0.0
+    return out

@@ -174,3 +174,24 @@ def test_shard_of_is_stable_and_in_range() -> None:
         assert all(0 <= s < shards for s in first)
     assert len({shard_of(u, 4) for u in users}) == 4  # spreads users over every shard
     assert shard_of("user-1", 7) == 2116437524 % 7  # crc32("user-1"): the same in every process
+
+
+def test_last_action_is_the_event_just_applied_with_its_scenario() -> None:
+    state = run(ev("a", T0, scenario="app"), ev("b", T0 + 1))
+    assert state.last_action == ("b", "default")
+    apply_event(state, ev("c", T0 + 2, etype="skip"), CFG)
+    assert state.last_action is None  # a skip is not an action a recommendation could have led to
+
+
+def test_state_survives_pickle_and_an_older_pickle_gets_new_fields_defaults() -> None:
+    import pickle
+
+    state = run(ev("a", T0, scenario="app"), ev("b", T0 + 1))
+    assert pickle.loads(pickle.dumps(state)) == state
+    # A state pickled before `last_action` existed (an older checkpoint): slots objects pickle as (None, dict).
+    _, fields = state.__getstate__()  # type: ignore[misc]
+    old = {k: v for k, v in fields.items() if k != "last_action"}
+    restored = UserState.__new__(UserState)
+    restored.__setstate__((None, old))
+    assert restored.last_action is None
+    assert restored.recent == state.recent and restored.events == 2

@@ -9,6 +9,7 @@ import pytest
 from serving.store import (
     MODEL_CURRENT,
     MODEL_HISTORY,
+    ONLINE_METRICS,
     POPULAR,
     UserView,
     announce_model,
@@ -18,6 +19,9 @@ from serving.store import (
     encode_recommendations,
     item_hash,
     key,
+    online_hits,
+    online_metric_ops,
+    read_online_metrics,
     write_popular,
 )
 
@@ -158,3 +162,54 @@ def test_announce_model_pushes_the_previous_version_newest_first() -> None:
     assert client.data[MODEL_CURRENT] == "v3"
     history = [json.loads(e) for e in client.data[MODEL_HISTORY]]  # type: ignore[attr-defined]
     assert history == [{"version": "v2", "replaced_at": 30}, {"version": "v1", "replaced_at": 20}]
+
+
+def _shown(items: list[str], version: str = "v0001") -> dict:
+    return decode_recommendations(encode_recommendations([(i, 1.0) for i in items], version, 1))  # type: ignore[return-value]
+
+
+def test_online_hits_counts_actions_on_shown_items_per_version_and_scenario() -> None:
+    shown = {"u1": _shown([f"i{n}" for n in range(20)]), "u2": _shown(["x"], "v0002"), "u3": None}
+    actions = {
+        "u1": [("i3", "web"), ("i15", "web"), ("zz", "app")],  # top-10 hit, top-20 hit, miss
+        "u2": [("x", "web")],
+        "u3": [("i3", "web")],  # had no recommendations: not counted
+    }
+    counts = online_hits(actions, shown)
+    assert counts == {
+        ("v0001", "web", "actions"): 2,
+        ("v0001", "web", "hits@10"): 1,
+        ("v0001", "web", "hits@20"): 2,
+        ("v0001", "app", "actions"): 1,
+        ("v0002", "web", "actions"): 1,
+        ("v0002", "web", "hits@10"): 1,
+        ("v0002", "web", "hits@1"): 1,
+    }
+
+
+class _Hash:
+    """The HGETALL / HINCRBY surface of a Redis client, enough for the metrics codec."""
+
+    def __init__(self) -> None:
+        self.h: dict[bytes, bytes] = {}
+
+    def hincrby(self, name: str, field: str, n: int) -> None:
+        assert name == ONLINE_METRICS
+        self.h[field.encode()] = str(int(self.h.get(field.encode(), b"0")) + n).encode()
+
+    def hgetall(self, name: str) -> dict[bytes, bytes]:
+        return dict(self.h)
+
+
+def test_online_metrics_round_trip_sums_scenarios_under_all() -> None:
+    store = _Hash()
+    counts = online_hits(
+        {"u1": [("i1", "web"), ("i9", "web"), ("i1", "app|odd")]}, {"u1": _shown(["i1", "i2"])}
+    )
+    for method, args, _ in online_metric_ops(counts) + online_metric_ops(counts):  # two flushes
+        getattr(store, method)(*args)
+    store.h[b"not json"] = b"3"  # a stray field is ignored
+    got = read_online_metrics(store)
+    assert got["v0001"]["web"] == {"actions": 4, "hits@10": 2, "hits@2": 2, "hit_rate@10": 0.5, "hit_rate@2": 0.5}
+    assert got["v0001"]["app|odd"]["hit_rate@10"] == 1.0
+    assert got["v0001"]["all"]["actions"] == 6 and got["v0001"]["all"]["hits@10"] == 4
