@@ -113,6 +113,7 @@ def run_path(settings, config_path, cluster=None) -> None:
         final = defaultdict(int)
         for a in audit:
             final[a["user_id"]] = max(final[a["user_id"]], a["events"])
+            assert a["written_at"] >= a["ts"]  # Redis acknowledged the batch after it was scored
         assert dict(final) == {u: v["events"] for u, v in want.items()}
     finally:
         launcher.stop(settings, say=lambda *_: None)
