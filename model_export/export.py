@@ -1,16 +1,20 @@
-"""Export a trained model as an artifact (ONNX user tower + item files + contract) and check parity.
+"""Export a trained model as an artifact (ONNX user tower + item files + weights + contract) and check parity.
 
 The graph computes only the user vector; see :mod:`model_export.artifact` for the layout and why.
 Parity: ONNX Runtime (CPU) and eager PyTorch must agree on the user vectors of a fixed batch
 within :data:`PARITY_TOLERANCE`, else :class:`~model_export.errors.ParityError`.
+The torch weights travel in the artifact too (``weights.pt``), so that the periodic trainer can
+fine-tune the serving version (:func:`load_model`) instead of training from scratch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +32,18 @@ from model_export.artifact import (
     ITEMS_FILE,
     MODEL_FILE,
     OUTPUT_NAME,
+    WEIGHTS_FILE,
     ModelContract,
     TensorSpec,
     left_pad,
+    read_item_embeddings,
+    read_items,
     sha256_file,
     verify_artifact,
     write_contract,
 )
 from model_export.errors import ArtifactError, ParityError
-from model_export.model import PAD, SASRec
+from model_export.model import PAD, ModelConfig, SASRec
 
 # Max |onnxruntime - torch| on user vectors (LayerNorm outputs, O(1) values): float32 round-off
 # across 2 blocks stays ~1e-6; 1e-4 catches any real divergence without flaking.
@@ -45,6 +52,8 @@ PARITY_TOLERANCE = 1e-4
 OPSET = 18
 # Rows of the fixed parity batch (lengths from 1 to max_len, plus one all-padding row).
 PARITY_BATCH = 16
+# Layout version of weights.pt (a dict of plain values and tensors, so torch.load(weights_only=True) reads it).
+WEIGHTS_FORMAT = 1
 
 
 class _UserTower(nn.Module):
@@ -163,7 +172,8 @@ def export_artifact(
     emb = model.item_matrix().detach().numpy().astype(np.float32)  # (N + 1, d)
     np.save(artifact_dir / EMBEDDINGS_FILE, emb)
     (artifact_dir / ITEMS_FILE).write_text(json.dumps([None, *items]), encoding="utf-8")
-    files = [MODEL_FILE, ITEMS_FILE, EMBEDDINGS_FILE]
+    save_weights(model, artifact_dir / WEIGHTS_FILE)
+    files = [MODEL_FILE, ITEMS_FILE, EMBEDDINGS_FILE, WEIGHTS_FILE]
     contract = ModelContract(
         format_version=FORMAT_VERSION,
         model_version=version,
@@ -190,3 +200,75 @@ def export_artifact(
     verify_artifact(artifact_dir)
     print(f"  exported {artifact_dir} ({CONTRACT_FILE}: {model.n_items} items, d={model.cfg.d})", flush=True)
     return artifact_dir
+
+
+def save_weights(model: SASRec, path: Path) -> None:
+    """Write what :func:`load_model` needs to rebuild the module: its ModelConfig, item count and state_dict."""
+    payload = {
+        "format": WEIGHTS_FORMAT,
+        "model_type": "sasrec",
+        "n_items": model.n_items,
+        "config": asdict(model.cfg),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    torch.save(payload, path)
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from an artifact's weights, ready to fine-tune.
+
+    Attributes:
+        model: The module in eval mode; ``items[i]`` is its row ``i + 1``.
+        items: The artifact's item index without the padding row.
+        contract: The artifact's (verified) contract.
+    """
+
+    model: SASRec
+    items: list[str]
+    contract: ModelContract
+
+
+def load_model(artifact_dir: Path | str) -> LoadedModel | None:
+    """Rebuild the torch model of an artifact from its ``weights.pt`` (verified first).
+
+    Args:
+        artifact_dir: An artifact folder, e.g. ``Registry.path("v0003")``.
+
+    Returns:
+        The model, or None when the artifact carries no weights (exported before they were kept):
+        the caller then trains from scratch.
+
+    Raises:
+        ArtifactError: the artifact fails verification, or its weights do not rebuild the model the
+            contract and the item embeddings describe.
+    """
+    artifact_dir = Path(artifact_dir)
+    contract = verify_artifact(artifact_dir)
+    if WEIGHTS_FILE not in contract.files:
+        return None
+    try:
+        # weights_only: a tampered pickle cannot run code (and the checksum has already been checked).
+        payload = torch.load(artifact_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+            fmt = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+            msg = f"{WEIGHTS_FILE} has format {fmt!r} (this code reads {WEIGHTS_FORMAT})"
+            raise ValueError(msg)
+        cfg = ModelConfig(**payload["config"])
+        n_items = int(payload["n_items"])
+        if (n_items, cfg.max_len, cfg.d) != (contract.n_items, contract.max_len, contract.embedding_dim):
+            msg = (
+                f"{WEIGHTS_FILE} is for {n_items} items, max_len {cfg.max_len}, d {cfg.d}; the contract says "
+                f"{contract.n_items}, {contract.max_len}, {contract.embedding_dim}"
+            )
+            raise ValueError(msg)
+        model = SASRec(n_items, cfg)
+        model.load_state_dict(payload["state_dict"])
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError, pickle.UnpicklingError) as exc:
+        raise ArtifactError(artifact_dir, f"{WEIGHTS_FILE} does not rebuild the model: {exc}") from exc
+    model.eval()
+    emb = read_item_embeddings(artifact_dir, contract)
+    if not np.allclose(model.item_matrix().detach().numpy(), emb, atol=1e-6):
+        raise ArtifactError(artifact_dir, f"{WEIGHTS_FILE} and {EMBEDDINGS_FILE} hold different item embeddings")
+    items = [str(i) for i in read_items(artifact_dir, contract)[1:]]
+    return LoadedModel(model, items, contract)

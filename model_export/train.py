@@ -114,7 +114,11 @@ def _windows(seqs: Iterable[Sequence[int]], max_len: int) -> tuple[np.ndarray, n
 
 
 def train(
-    data: Dataset | Mapping[str, Sequence[str]], config: TrainConfig | None = None, seed: int = 0
+    data: Dataset | Mapping[str, Sequence[str]],
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    *,
+    init: tuple[SASRec, Sequence[str]] | None = None,
 ) -> TrainedModel:
     """Train a :class:`~model_export.model.SASRec` on every user's full sequence.
 
@@ -123,16 +127,32 @@ def train(
             (e.g. ``Split.train`` or :func:`~model_export.datasets.build_sequences`).
         config: Training settings; defaults to :class:`TrainConfig`.
         seed: Seeds torch and numpy: the same data, config and seed give the same model on CPU.
+        init: Warm start: a model and its item index (``items[i]`` is row ``i + 1``) to continue
+            training from, in place, instead of a fresh one; its index must hold every item of
+            ``data`` (grow it first: :func:`model_export.cold_start.grow_item_table`), and its
+            shape replaces ``config.model``.
 
     Returns:
         The trained model (in eval mode) and its item index.
 
     Raises:
         NotEnoughDataError: no user has two events to learn a transition from.
+        ValueError: ``init``'s item index lacks items of ``data``.
     """
     cfg = config or TrainConfig()
     seqs = build_sequences(data.events) if isinstance(data, Dataset) else data
-    items = item_index(seqs)
+    if init is not None:
+        items = list(init[1])
+        if len(items) != init[0].n_items:
+            msg = f"warm start: {len(items)} item ids for a model of {init[0].n_items} items"
+            raise ValueError(msg)
+        missing = sorted({i for s in seqs.values() for i in s} - set(items))
+        if missing:
+            msg = f"warm start: the model's index lacks {len(missing)} items of the data, e.g. {missing[:3]}"
+            raise ValueError(msg)
+        cfg = replace(cfg, model=init[0].cfg)
+    else:
+        items = item_index(seqs)
     row = {item: r for r, item in enumerate(items, start=1)}
     x, y = _windows(([row[i] for i in s] for s in seqs.values()), cfg.model.max_len)
     if len(x) == 0:
@@ -141,7 +161,7 @@ def train(
     rng = np.random.default_rng(seed)
     torch.set_num_threads(_threads())
     device = torch.device(cfg.device)
-    model = SASRec(len(items), cfg.model).to(device)
+    model = (init[0] if init is not None else SASRec(len(items), cfg.model)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@
     streamrec up | down | status [--json]
     streamrec produce --user U --item I [--type click] | replay --dataset ml-100k [--rate N] [--limit N]
     streamrec train --dataset ml-100k [--promote] | models list [--json] | register DIR | promote V | rollback
+    streamrec trainer [--once] [--interval-s N] [--min-new-events M]
     streamrec job start [--cluster URL] | stop | status [--json]
     streamrec serve [--port N] | demo
 
@@ -102,6 +103,17 @@ def _registry(settings: Settings) -> Any:
     return Registry(settings.path(settings.models.registry_dir))
 
 
+def _kafka_client_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python settings for the configured security protocol and SASL credentials."""
+    k = settings.kafka
+    config: dict[str, Any] = {"security_protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        config["sasl_mechanism"] = k.sasl_mechanism
+        config["sasl_plain_username"] = k.sasl_username
+        config["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
+    return config
+
+
 POPULAR_K = 100
 
 
@@ -135,7 +147,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
     k = settings.kafka
     if args.from_kafka:
-        events = read_events(k.bootstrap, k.events_topic)
+        events = read_events(k.bootstrap, k.events_topic, **_kafka_client_config(settings))
         name = "events-log"
         print(f"read {len(events)} events back from {k.events_topic} at {k.bootstrap}")
     else:
@@ -168,12 +180,59 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
                 mark = "*" if row["promoted"] else " "
                 print(f"{mark} {row['version']}  parent={row['parent']}  {row['path']}")
         return 0
-    if args.models_cmd == "register":
-        print(f"registered {reg.publish(Path(args.dir))}")
-        return 0
-    version = reg.promote(args.version) if args.models_cmd == "promote" else reg.rollback()
+    from model_export.errors import ArtifactError
+
+    try:
+        if args.models_cmd == "register":
+            print(f"registered {reg.publish(Path(args.dir))}")
+            return 0
+        version = reg.promote(args.version) if args.models_cmd == "promote" else reg.rollback()
+    except ArtifactError as exc:
+        # A refusal, not a crash: exit 2 and one line, so that scripts can tell it from other failures.
+        print(f"error: refused: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     announce(settings, version)
     print(f"serving {version}")
+    return 0
+
+
+def cmd_trainer(settings: Settings, args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from model_export.event_log import KafkaEventLog, popular_items
+    from model_export.trainer import run_forever, run_once
+    from streamrec.config import TrainerConfig
+
+    overrides = {"interval_s": args.interval_s, "min_new_events": args.min_new_events}
+    try:
+        config = TrainerConfig.model_validate(
+            {**settings.trainer.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'trainer'}: {e['msg']}" for e in exc.errors())
+        print(f"error: invalid trainer options: {fields}", file=sys.stderr)
+        return 2
+    k = settings.kafka
+    log = KafkaEventLog(k.bootstrap, k.events_topic, k.items_topic, client_config=_kafka_client_config(settings))
+    work_dir = settings.run_dir / "trainer"
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    def promoted(version: str, events: Any) -> None:
+        announce(settings, version, popular_items(events, POPULAR_K))
+
+    options: dict[str, Any] = {"on_promote": promoted, "work_dir": work_dir, "source": k.events_topic}
+    if args.once:
+        from kafka.errors import KafkaError
+
+        try:
+            run_once(log, _registry(settings), config, **options)
+        except KafkaError as exc:
+            print(f"error: cannot read the event log from Kafka at {k.bootstrap}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            log.close()
+        return 0
+    run_forever(log, _registry(settings), config, **options)
     return 0
 
 
@@ -243,6 +302,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    if args.loop:
+        from streamrec.demo_loop import run_loop_demo
+
+        return run_loop_demo(settings, args)
     from streamrec.demo import run_demo
 
     return run_demo(settings, args)
@@ -291,12 +354,25 @@ def build_parser() -> argparse.ArgumentParser:
     msub = s.add_subparsers(dest="models_cmd", required=True)
     m = msub.add_parser("list")
     m.add_argument("--json", action="store_true")
-    m = msub.add_parser("register")
+    m = msub.add_parser("register", help="verify an artifact and add it; refused (exit 2) if corrupt or incompatible")
     m.add_argument("dir")
-    m = msub.add_parser("promote")
+    m = msub.add_parser("promote", help="put a version in service; refused (exit 2) if its files are corrupt")
     m.add_argument("version", help="a version, or 'latest'")
     msub.add_parser("rollback")
     s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser(
+        "trainer",
+        help="the periodic trainer: fine-tune the serving model on new events, gate, register, promote",
+        description="Exit status: 0 for any decision (promoted, refused, skipped), 1 if a run fails, "
+        "2 for invalid options. Settings: the config's trainer section.",
+    )
+    s.add_argument("--once", action="store_true", help="one run, then exit (cron, Kubernetes CronJob)")
+    s.add_argument("--interval-s", type=float, help="a run is due this often (default: trainer.interval_s)")
+    s.add_argument(
+        "--min-new-events", type=int, help="... or once this many records arrived (default: trainer.min_new_events)"
+    )
+    s.set_defaults(func=cmd_trainer)
 
     s = sub.add_parser("job", help="the interest job")
     jsub = s.add_subparsers(dest="job_cmd", required=True)
@@ -330,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="ml-100k")
     s.add_argument("--limit", type=int, help="events to replay (default: all; $STREAMREC_DEMO_LIMIT)")
     s.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    s.add_argument(
+        "--loop",
+        action="store_true",
+        help="the feedback loop: replay in time order with the periodic trainer running, and show how the "
+        "online hit rate and the model version evolve",
+    )
+    s.add_argument("--rate", type=int, default=500, help="--loop: events/s of the replay after the bootstrap")
+    s.add_argument("--bootstrap", type=float, default=0.2, help="--loop: share of the events the first model sees")
     s.set_defaults(func=cmd_demo)
     return p
 

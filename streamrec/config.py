@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,6 +111,45 @@ class ModelsConfig(_Section):
     registry_dir: str = "models"
 
 
+class TrainerConfig(_Section):
+    """The periodic trainer (`streamrec trainer`): when it runs, what it trains, and the promotion gate."""
+
+    # A run is due this often even when few records arrived (it then skips, with the reason logged) ...
+    interval_s: float = Field(3600.0, gt=0)
+    # ... or as soon as this many records arrived on the events topic. A run trains only if at least
+    # this many events are newer than the serving model's training data.
+    min_new_events: int = Field(1000, ge=2)
+    # How often the long-running trainer reads the topic's end offsets (one cheap metadata request).
+    check_interval_s: float = Field(5.0, gt=0)
+    # The most recent share of the new events is held out to compare candidate and serving model;
+    # only new events, so that neither model has trained on it.
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    # ... and at least this many: with fewer test cases the gate is decided by noise.
+    min_holdout_events: int = Field(200, ge=1)
+    # Epochs of a fine-tune from the serving model's weights: a few passes adapt it to the new events.
+    fine_tune_epochs: int = Field(3, ge=1)
+    # Epochs of a bootstrap (no serving model yet, or one without weights): as `streamrec train`.
+    epochs: int = Field(30, ge=1)
+    # Promote only if candidate[gate_metric] >= serving[gate_metric] + gate_min_delta on the window.
+    # NDCG@10 moves with every rank in the top 10, so it is less noisy than Recall@10.
+    gate_metric: Literal["recall@10", "ndcg@10", "mrr"] = "ndcg@10"
+    # 0 means "not worse"; > 0 demands a gain; < 0 tolerates a small loss (e.g. for fresher items).
+    gate_min_delta: float = 0.0
+    # A training stops after the epoch that passes this many seconds; null: every epoch.
+    max_train_seconds: float | None = Field(600.0, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _window_leaves_training_data(self) -> TrainerConfig:
+        if self.min_holdout_events >= self.min_new_events:
+            msg = (
+                f"min_holdout_events ({self.min_holdout_events}) must be below min_new_events "
+                f"({self.min_new_events}): the held-out window would take every new event"
+            )
+            raise ValueError(msg)
+        return self
+
+
 class Settings(_Section):
     """Everything a streamrec process reads, once."""
 
@@ -121,6 +160,7 @@ class Settings(_Section):
     stack: StackConfig = StackConfig()
     api: ApiConfig = ApiConfig()
     models: ModelsConfig = ModelsConfig()
+    trainer: TrainerConfig = TrainerConfig()
 
     def path(self, value: str) -> Path:
         """Resolve a configured path: absolute as is, relative from the project root."""

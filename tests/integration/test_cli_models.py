@@ -51,5 +51,5 @@ def test_train_from_kafka_and_the_registry(make_settings, tmp_path):
 
     (artifact / "model.onnx").write_bytes(b"not a model")
     refused = cli(config, "models", "register", str(artifact))
-    assert refused.returncode == 1 and "error:" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode == 2 and "error: refused:" in refused.stderr and "Traceback" not in refused.stderr
     assert [row["version"] for row in json.loads(cli(config, "models", "list", "--json").stdout)] == ["v0001", "v0002"]

@@ -101,6 +101,9 @@ def test_unknown_environment_field_names_the_environment() -> None:
         ("kafka:\n  partitions: 0\n", "kafka.partitions"),
         ("kafka:\n  security_protocol: TLS\n", "kafka.security_protocol"),
         ("kafka: 3\n", "kafka"),
+        ("trainer:\n  gate_metric: auc\n", "trainer.gate_metric"),
+        ("trainer:\n  holdout_fraction: 1.0\n", "trainer.holdout_fraction"),
+        ("trainer:\n  min_new_events: 50\n  min_holdout_events: 50\n", "min_holdout_events (50) must be below"),
     ],
 )
 def test_wrong_value_names_file_and_field(tmp_path: Path, yaml_text: str, field: str) -> None:
@@ -165,3 +168,14 @@ def test_path_relative_is_under_project_root_absolute_is_kept(tmp_path: Path) ->
     assert PROJECT_ROOT == Path(__file__).resolve().parents[2]
     moved = load_config(write(tmp_path, f"stack:\n  run_dir: {tmp_path / 'run'}\n"), environ={})
     assert moved.run_dir == tmp_path / "run"
+
+
+def test_the_example_config_is_the_defaults() -> None:
+    assert load_config(PROJECT_ROOT / "config.example.yaml", environ={}) == Settings()
+
+
+def test_trainer_section_defaults_and_overrides(tmp_path: Path) -> None:
+    t = Settings().trainer
+    assert (t.gate_metric, t.gate_min_delta, t.min_new_events, t.holdout_fraction) == ("ndcg@10", 0.0, 1000, 0.2)
+    s = load_config(write(tmp_path, "trainer:\n  gate_min_delta: -0.01\n  max_train_seconds: null\n"), environ={})
+    assert s.trainer.gate_min_delta == -0.01 and s.trainer.max_train_seconds is None

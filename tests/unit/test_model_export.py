@@ -13,6 +13,7 @@ from model_export.artifact import (
     EMBEDDINGS_FILE,
     ITEMS_FILE,
     MODEL_FILE,
+    WEIGHTS_FILE,
     load_contract,
     verify_artifact,
 )
@@ -93,7 +94,7 @@ def test_contract_describes_the_files(artifact: Path) -> None:
     items = json.loads((artifact / ITEMS_FILE).read_text())
     assert items[0] is None and len(items) == c.n_items + 1 == 31
     assert np.load(artifact / EMBEDDINGS_FILE).shape == (31, 16)
-    assert set(c.files) == {MODEL_FILE, ITEMS_FILE, EMBEDDINGS_FILE}
+    assert set(c.files) == {MODEL_FILE, ITEMS_FILE, EMBEDDINGS_FILE, WEIGHTS_FILE}
     assert c.train_data["min_ts"] <= c.train_data["max_ts"] and c.parent is None
     assert set(c.metrics) == {"loo", "time"}
 

@@ -1,6 +1,7 @@
 """The folder model registry: publish, list, promote, rollback, refusal of bad artifacts."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,37 @@ def test_refuses_a_corrupted_artifact(artifact: Path, tmp_path: Path) -> None:
     (reg.path(v) / CONTRACT_FILE).write_text("{")
     with pytest.raises(ArtifactError):
         reg.promote(v)
+
+
+def test_cli_refuses_corrupt_or_incompatible_artifacts_with_exit_2(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamrec.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"models:\n  registry_dir: {tmp_path / 'models'}\n")
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main(["--config", str(config), "models", *args])
+        return code, capsys.readouterr().err
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(artifact, corrupt)
+    (corrupt / ITEMS_FILE).write_text('[null, "a", "b", "c", "d", "z"]')
+    code, err = run("register", str(corrupt))
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: refused: invalid model artifact") and "items.json does not match its sha256" in err
+
+    incompatible = tmp_path / "incompatible"
+    shutil.copytree(artifact, incompatible)
+    contract = json.loads((incompatible / CONTRACT_FILE).read_text())
+    (incompatible / CONTRACT_FILE).write_text(json.dumps({**contract, "embedding_dim": 9}))
+    code, err = run("register", str(incompatible))
+    assert code == 2 and "inputs/outputs" in err and err.count("\n") == 1
+    assert Registry(tmp_path / "models").versions() == []
+
+    assert run("register", str(artifact)) == (0, "")
+    (tmp_path / "models" / "v0001" / ITEMS_FILE).write_text("[]")
+    code, err = run("promote", "v0001")
+    assert code == 2 and "v0001: items.json does not match its sha256" in err
+    assert Registry(tmp_path / "models").current() is None

