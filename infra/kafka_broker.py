@@ -92,7 +92,9 @@ class KafkaBroker:
             with open(self.log, "ab") as out:
                 # StorageTool runs in its own JVM and exits: it writes meta.properties for KRaft.
                 subprocess.run(
-                    [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(conf)],
+                    # `--cluster-id=ID`, not `-t ID`: a base64 id may start with "-" (1 in 64), which
+                    # the tool's argument parser would take for an option.
+                    [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(conf)],
                     check=True,
                     stdout=out,
                     stderr=subprocess.STDOUT,
