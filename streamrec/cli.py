@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the feedback loop: replay in time order with the periodic trainer running, and show how the "
         "online hit rate and the model version evolve",
     )
-    s.add_argument("--rate", type=int, default=500, help="--loop: events/s of the replay after the bootstrap")
+    s.add_argument("--rate", type=int, default=250, help="--loop: events/s of the replay after the bootstrap")
     s.add_argument("--bootstrap", type=float, default=0.2, help="--loop: share of the events the first model sees")
     s.set_defaults(func=cmd_demo)
     return p

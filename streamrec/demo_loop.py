@@ -7,7 +7,8 @@ On a private stack (free ports, under ``<run_dir>/demo-loop``):
 2. the interest job starts and catches up with those events;
 3. the long-running trainer starts (``streamrec trainer``: a run every ``trainer.min_new_events`` new events),
    and the rest of the data set is replayed at ``--rate`` events/s while the job serves and the trainer
-   fine-tunes, gates and promotes; the job hot-swaps each promoted version;
+   fine-tunes, gates and promotes; the job hot-swaps each promoted version; after the replay, the trainer's
+   run in flight finishes before the trainer stops;
 4. it prints, per segment of the replay, the model version in service and the online hit rate measured by
    the stream (``metrics:online``), then the trainer's decisions, the hit rate per version, and the first
    and the last model compared offline on the events after the last model's training data (neither model
@@ -33,6 +34,7 @@ from streamrec.config import Settings, dump_config
 
 SEGMENTS = 8
 CATCH_UP_TIMEOUT_S = 600.0
+TRAINER_RUN_TIMEOUT_S = 900.0
 
 
 def _say(text: str) -> None:
@@ -72,7 +74,7 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
     epochs = int(os.environ.get("STREAMREC_DEMO_EPOCHS", "0")) or settings.trainer.epochs
     base = isolated_settings(settings, settings.run_dir / "demo-loop")
     # A trainer run every 1/SEGMENTS-ish of the replay, gated on what came in since the last one.
-    per_run = max(len(rest) // (SEGMENTS // 2), settings.trainer.min_holdout_events + 2)
+    per_run = max(len(rest) // SEGMENTS, settings.trainer.min_holdout_events + 2)
     s = base.model_copy(
         update={
             "trainer": base.trainer.model_copy(
@@ -144,11 +146,13 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
                     _say(f"{n_boot + n:>8} {serving:>8} {rate:>18}  {acts:>8}")
                     last = now
         _wait("the job to apply every event", caught_up, CATCH_UP_TIMEOUT_S)
-        stop_pid(trainer_pid)  # a run in flight is abandoned; a promotion is atomic in the registry
+        # A run the replay triggered may still be training: let it decide before the trainer stops
+        # (after two checks of the topic's end, so that a run the last events made due has started).
+        time.sleep(2 * s.trainer.check_interval_s + 1)
+        took = _wait("the trainer's last run", lambda: _trainer_idle(trainer_log, registry), TRAINER_RUN_TIMEOUT_S, 1.0)
+        stop_pid(trainer_pid)
         trainer_pid = None
-        _say("replay done; one last trainer run on the whole log (streamrec trainer --once)")
-        with open(trainer_log, "ab") as out:
-            subprocess.run([*cli, "trainer", "--once"], stdout=out, stderr=subprocess.STDOUT, check=False)
+        _say(f"replay applied; the trainer's last run decided {took:.0f}s later")
 
         _say("\n== 4/4 what the loop did")
         _say(f"{'run':>4} {'decision':>9} {'candidate':>9} {'serving':>8} {'gate':>28} {'seconds':>8}")
@@ -209,6 +213,17 @@ def _decisions(registry: Any) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _trainer_idle(trainer_log: Any, registry: Any) -> bool:
+    """True when every run the long-running trainer started has logged its decision.
+
+    The long-running trainer prints ``trainer: run N`` as a run starts; each run appends one line to
+    ``trainer.jsonl`` (the first line there is the bootstrap run of ``trainer --once``).
+    """
+    lines = trainer_log.read_text(errors="replace").splitlines()
+    started = sum(1 for line in lines if line.startswith("trainer: run "))
+    return len(_decisions(registry)) - 1 >= started
 
 
 __all__ = ["run_loop_demo"]
