@@ -58,9 +58,10 @@ class ServingModel:
     service keeps serving.
     """
 
-    def __init__(self, registry_dir: str, check_every_s: float) -> None:
+    def __init__(self, registry_dir: str, check_every_s: float, threads: int | None = None) -> None:
         self.registry_dir = registry_dir
         self.check_every_s = check_every_s
+        self.threads = threads
         self.scorer: Any = None
         self.version: str | None = None
         self._checked = 0.0
@@ -108,7 +109,7 @@ class ServingModel:
         from serving.scorer import Scorer
 
         try:
-            self._loaded = (version, Scorer(path))
+            self._loaded = (version, Scorer(path, intra_op_threads=self.threads))
         except (ModelExportError, OSError, ValueError) as exc:
             self._refused.add(version)
             log.error("model %s refused, %s keeps serving: %s", version, self.version, exc)
@@ -136,6 +137,7 @@ class RecommendationWriter(KeyedBroadcastProcessFunction):
         self.model = ServingModel(
             str(self.settings.path(self.settings.models.registry_dir)),
             self.settings.job.model_check_interval_s,
+            self.settings.job.scorer_threads,
         )
 
     def close(self) -> None:
