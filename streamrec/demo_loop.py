@@ -31,6 +31,7 @@ from typing import Any
 from infra.process import spawn, stop_pid
 from infra.stack import isolated_settings
 from streamrec.config import Settings, dump_config
+from streamrec.demo import _wait
 
 SEGMENTS = 8
 CATCH_UP_TIMEOUT_S = 600.0
@@ -39,16 +40,6 @@ TRAINER_RUN_TIMEOUT_S = 900.0
 
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def _wait(what: str, check: Any, timeout: float, every: float = 0.5) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(every)
-    msg = f"demo: timed out after {timeout:.0f}s waiting for {what}"
-    raise TimeoutError(msg)
 
 
 def _totals(online: dict[str, dict[str, dict[str, float]]]) -> dict[str, tuple[int, int]]:
