@@ -175,7 +175,7 @@ class RecommendationWriter(KeyedBroadcastProcessFunction):
         for s in states:  # one state per event applied, in order
             if s.user_id not in latest or s.events >= latest[s.user_id].events:
                 latest[s.user_id] = s
-            action = getattr(s, "last_action", None)
+            action = s.last_action
             if action is not None:
                 actions.setdefault(s.user_id, []).append(action)
         yield from self.write(list(latest.values()), actions)
