@@ -105,12 +105,11 @@ class ServingModel:
             self.scorer, self.version = scorer, version
 
     def _load(self, version: str, path: Any) -> None:
-        from model_export.errors import ModelExportError
         from serving.scorer import Scorer
 
         try:
             self._loaded = (version, Scorer(path, intra_op_threads=self.threads))
-        except (ModelExportError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any version that cannot load is refused; the old one serves on
             self._refused.add(version)
             log.error("model %s refused, %s keeps serving: %s", version, self.version, exc)
 
