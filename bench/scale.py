@@ -35,7 +35,6 @@ import os
 import pickle
 import re
 import subprocess
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from audit import AuditLog  # bench/audit.py: the script's folder is on sys.path (python bench/X.py, streamrec bench X)
 
 from infra import stack
 from jobs import launcher
@@ -226,68 +226,6 @@ def sample_recs(users: SyntheticUsers, artifact: Path, cfg: JobConfig, catalog: 
 # --------------------------------------------------------------------------------------------- the job
 
 
-class AppliedCounter:
-    """Background consumer of the writer's audit topic: how many of the expected events Redis has seen."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap, self.topic = bootstrap, topic
-        self.want: dict[str, int] = {}
-        self.high: dict[str, int] = defaultdict(int)
-        self.applied = 0
-        self.lock = threading.Lock()
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="audit-consumer", daemon=True)
-        self._thread.start()
-
-    def expect(self, want: dict[str, int]) -> None:
-        with self.lock:
-            for u, n in want.items():
-                self.want[u] = n
-                self.applied += min(self.high.get(u, 0), n)
-
-    def _run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        try:
-            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-                                     fetch_max_wait_ms=100, max_poll_records=20_000)
-            parts = None
-            while not parts and not self._stop.is_set():
-                parts = consumer.partitions_for_topic(self.topic)
-                time.sleep(0.1)
-            consumer.assign([TopicPartition(self.topic, p) for p in sorted(parts or ())])
-            consumer.seek_to_beginning()
-            while not self._stop.is_set():
-                for batch in consumer.poll(timeout_ms=200).values():
-                    with self.lock:
-                        for msg in batch:
-                            rec = json.loads(msg.value)
-                            u, e = rec["user_id"], int(rec["events"])
-                            old = self.high[u]
-                            if e > old:
-                                self.high[u] = e
-                                n = self.want.get(u, 0)
-                                self.applied += min(e, n) - min(old, n)
-            consumer.close()
-        except BaseException as exc:  # noqa: BLE001 - surfaced by wait()
-            self.error = exc
-
-    def wait(self, total: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.error is not None:
-                raise self.error
-            if self.applied >= total:
-                return True
-            time.sleep(0.5)
-        return False
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
 def group_rss(pgid: int) -> dict[str, int]:
     """RSS bytes of each process in a process group (the job launcher and its MiniCluster JVM), by name."""
     out: dict[str, int] = defaultdict(int)
@@ -387,11 +325,11 @@ def run_job(
     r = connect(v.redis.url)
     r.flushdb()
     r.config_set("appendonly", "yes")  # as served (the offline part turned it off)
-    counter = AppliedCounter(v.kafka.bootstrap, v.kafka.recommendations_topic)
+    audit = AuditLog(v.kafka.bootstrap, v.kafka.recommendations_topic, keep_records=False)
     launcher.start(v, str(dump_config(v, run_dir / "scale.yaml")), say=quiet, timeout=300, resume=False)
     pgid = launcher.status(v)["pids"][0]
     rows = []
-    expected = 0
+    sent: Counter[str] = Counter()  # every user's events sent so far (the steps add users)
     last_chk = 0
     try:
         # The catalog first (every item:{id} in Redis), so every user's state gets its category facets.
@@ -405,10 +343,9 @@ def run_job(
             # N=0: a handful of users warm the job up (tasks running, model loaded, catalog read).
             want = send_users(v, users, prev, n, v.kafka.events_topic) if n else send_users_warm(v)
             sent_s = time.monotonic() - t0
-            counter.expect(want)
-            expected += sum(want.values())
-            if not counter.wait(expected, timeout):
-                msg = f"the job did not apply {expected} events within {timeout:.0f}s"
+            sent.update(want)
+            if not audit.wait(sent, timeout):
+                msg = f"the job did not apply {sent.total()} events within {timeout:.0f}s"
                 raise RuntimeError(msg)
             drained = int(time.time() * 1000)
             seconds = time.monotonic() - t0
@@ -439,7 +376,7 @@ def run_job(
             prev = n
     finally:
         launcher.stop(v, say=quiet)
-        counter.close()
+        audit.close()
     return rows
 
 

@@ -213,6 +213,17 @@ def evaluate_split(split: Split, config: TrainConfig, seed: int) -> tuple[Traine
     return trained, results
 
 
+def describe_training_data(split: Split, source: str) -> dict[str, Any]:
+    """The contract's ``train_data`` of a model trained on ``split.train``: source, time range and size."""
+    return {
+        "source": source,
+        "min_ts": split.min_ts,
+        "max_ts": split.max_ts,
+        "events": sum(map(len, split.train.values())),
+        "users": len(split.train),
+    }
+
+
 def train_and_export_events(
     events: Iterable[Mapping[str, Any]],
     out_dir: Path,
@@ -253,13 +264,7 @@ def train_and_export_events(
     assert exported is not None and loo is not None and set(metrics) == set(PROTOCOLS)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     version = f"{name}-{stamp}"
-    train_data = {
-        "source": name,
-        "min_ts": loo.min_ts,
-        "max_ts": loo.max_ts,
-        "events": sum(map(len, loo.train.values())),
-        "users": len(loo.train),
-    }
+    train_data = describe_training_data(loo, name)
     hyper = {
         "seed": seed,
         **asdict(cfg),

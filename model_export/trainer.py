@@ -47,7 +47,7 @@ from model_export.event_log import EventLog
 from model_export.export import export_artifact, load_model
 from model_export.item_text import encode_texts, item_text
 from model_export.registry import Registry
-from model_export.train import TrainConfig, TrainedModel, train
+from model_export.train import TrainConfig, TrainedModel, describe_training_data, train
 from streamrec.config import TrainerConfig
 
 DECISION_LOG = "trainer.jsonl"
@@ -244,14 +244,7 @@ def _run(
         work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="trainer-") as tmp:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        train_data = {
-            "source": source,
-            "min_ts": split.min_ts,
-            "max_ts": split.max_ts,
-            "events": sum(map(len, split.train.values())),
-            "users": len(split.train),
-            "holdout": window,
-        }
+        train_data = {**describe_training_data(split, source), "holdout": window}
         hyper = {
             "seed": config.seed,
             **asdict(trained.config),

@@ -297,6 +297,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: no benchmark {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
         return 2
     sys.argv = [str(script), *(["--json"] if args.json else []), *args.rest]
+    sys.path.insert(0, str(script.parent))  # as `python bench/NAME.py` has it: benchmarks share bench/audit.py
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
