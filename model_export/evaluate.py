@@ -18,19 +18,42 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model_export.datasets import build_timelines
+from model_export.datasets import sort_events
 from model_export.errors import NotEnoughDataError
 
 PROTOCOLS = ("loo", "time")
 
-# A ranker maps a batch of histories (int arrays of item rows, oldest first) to scores (B, N + 1).
-Ranker = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class History:
+    """What a ranker knows of one user at prediction time, oldest first, aligned.
+
+    Attributes:
+        rows: Item rows (1..N) of the items the index knows; unknown items are left out.
+        ts: Their event times (epoch ms), int64.
+        scenarios: Their ``scenario`` (``"default"`` when the event had none).
+        now: Time of the prediction (the target event's ts), epoch ms.
+        scenario: Scenario of the prediction (the target event's).
+    """
+
+    rows: np.ndarray
+    ts: np.ndarray
+    scenarios: tuple[str, ...]
+    now: int
+    scenario: str = "default"
+
+
+# A ranker maps a batch of histories to scores (B, N + 1) over the rows of its item index.
+Ranker = Callable[[Sequence[History]], np.ndarray]
+
+DEFAULT_SCENARIO = "default"
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,8 @@ class Split:
         protocol: ``"loo"`` or ``"time"``.
         train: ``{user_id: [item_id, ...]}`` oldest first: everything a model may learn from.
         sequences: ``{user_id: [item_id, ...]}`` every known item, training and held out.
+        times: ``{user_id: [ts, ...]}`` aligned with ``sequences`` (epoch ms).
+        scenarios: ``{user_id: [scenario, ...]}`` aligned with ``sequences``.
         cases: ``(user_id, t)``: predict ``sequences[user][t]`` from ``sequences[user][:t]``.
         min_ts: Earliest training event time (epoch ms).
         max_ts: Latest training event time (epoch ms).
@@ -54,24 +79,56 @@ class Split:
     min_ts: int
     max_ts: int
     cutoff_ts: int | None = None
+    times: dict[str, list[int]] = field(default_factory=dict)
+    scenarios: dict[str, list[str]] = field(default_factory=dict)
+
+    def history(self, user: str, t: int, row: Mapping[str, int]) -> History:
+        """The history of case ``(user, t)``: the user's events before position ``t``, as item rows."""
+        seq, times = self.sequences[user], self.times[user]
+        scen = self.scenarios.get(user) or [DEFAULT_SCENARIO] * len(seq)
+        keep = [j for j in range(t) if seq[j] in row]
+        return History(
+            np.array([row[seq[j]] for j in keep], dtype=np.int64),
+            np.array([times[j] for j in keep], dtype=np.int64),
+            tuple(scen[j] for j in keep),
+            times[t],
+            scen[t],
+        )
+
+
+def _timelines(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, str, str]]]:
+    """:func:`~model_export.datasets.build_timelines` with each event's scenario: ``(ts, item, scenario)``."""
+    out: dict[str, list[tuple[int, str, str]]] = {}
+    for e in sort_events(events):
+        scenario = e.get("scenario")
+        out.setdefault(str(e["user_id"]), []).append(
+            (int(e["ts"]), str(e["item_id"]), str(scenario) if scenario else DEFAULT_SCENARIO)
+        )
+    return out
 
 
 def leave_one_out(events: Iterable[Mapping[str, Any]]) -> Split:
     """The leave-one-out split: each user's last item held out (see the module docstring)."""
-    lines = build_timelines(events)
-    sequences = {user: [item for _, item in line] for user, line in lines.items()}
+    lines = _timelines(events)
+    sequences = {user: [item for _, item, _ in line] for user, line in lines.items()}
     train = {user: seq[:-1] if len(seq) >= 2 else seq for user, seq in sequences.items()}
     cases = [(user, len(seq) - 1) for user, seq in sequences.items() if len(seq) >= 2]
     if not cases:
         raise NotEnoughDataError("no user has two events, so leave-one-out has nothing to hold out")
-    times = [ts for user, line in lines.items() for ts, _ in line[: len(train[user])]]
-    return Split("loo", train, sequences, cases, min(times), max(times))
+    times = [line[j][0] for user, line in lines.items() for j in range(len(train[user]))]
+    return Split("loo", train, sequences, cases, min(times), max(times), None, *_aligned(lines))
+
+
+def _aligned(lines: Mapping[str, list[tuple[int, str, str]]]) -> tuple[dict[str, list[int]], dict[str, list[str]]]:
+    times = {user: [ts for ts, _, _ in line] for user, line in lines.items()}
+    scenarios = {user: [sc for _, _, sc in line] for user, line in lines.items()}
+    return times, scenarios
 
 
 def time_split(events: Iterable[Mapping[str, Any]], test_fraction: float = 0.2) -> Split:
     """The global time split at the ``1 - test_fraction`` quantile of event times (module docstring)."""
-    lines = build_timelines(events)
-    all_ts = sorted(ts for line in lines.values() for ts, _ in line)
+    lines = _timelines(events)
+    all_ts = sorted(ts for line in lines.values() for ts, _, _ in line)
     if len(all_ts) < 2:
         what = f"{len(all_ts)} events cannot be split in time"
         raise NotEnoughDataError(what)
@@ -87,16 +144,16 @@ def window_split(events: Iterable[Mapping[str, Any]], cutoff_ts: int) -> Split:
     Raises:
         NotEnoughDataError: nothing before the cutoff, or no window event has a history before it.
     """
-    return _split_at(build_timelines(events), cutoff_ts)
+    return _split_at(_timelines(events), cutoff_ts)
 
 
-def _split_at(lines: Mapping[str, list[tuple[int, str]]], cutoff: int) -> Split:
+def _split_at(lines: Mapping[str, list[tuple[int, str, str]]], cutoff: int) -> Split:
     train: dict[str, list[str]] = {}
     sequences: dict[str, list[str]] = {}
     timed_cases: list[tuple[int, str, int]] = []
     for user, line in lines.items():
-        seq = sequences[user] = [item for _, item in line]
-        before = [item for ts, item in line if ts < cutoff]
+        seq = sequences[user] = [item for _, item, _ in line]
+        before = [item for ts, item, _ in line if ts < cutoff]
         if before:
             train[user] = before
         seen = set(before)
@@ -104,12 +161,12 @@ def _split_at(lines: Mapping[str, list[tuple[int, str]]], cutoff: int) -> Split:
             if t > 0 and seq[t] not in seen:
                 timed_cases.append((line[t][0], user, t))
             seen.add(seq[t])
-    train_ts = [ts for line in lines.values() for ts, _ in line if ts < cutoff]
+    train_ts = [ts for line in lines.values() for ts, _, _ in line if ts < cutoff]
     if not timed_cases or not train_ts:
         raise NotEnoughDataError("no event after the time cutoff has a history before it")
     # Replay order: by event time, ties by user's order then position (the sorts are stable).
     cases = [(user, t) for _, user, t in sorted(timed_cases, key=lambda c: c[0])]
-    return Split("time", train, sequences, cases, min(train_ts), max(train_ts), cutoff)
+    return Split("time", train, sequences, cases, min(train_ts), max(train_ts), cutoff, *_aligned(lines))
 
 
 def make_split(events: Iterable[Mapping[str, Any]], protocol: str, test_fraction: float = 0.2) -> Split:
@@ -151,17 +208,15 @@ def evaluate(
         the full ranking).
     """
     row = {item: r for r, item in enumerate(items, start=1)}
-    # Each user's sequence as item rows once (0 = not in the index, -1 for a target means a miss).
-    rows = {u: np.array([row.get(i, 0) for i in seq], dtype=np.int64) for u, seq in split.sequences.items()}
     hits = ndcg = mrr = 0.0
     for start in range(0, len(split.cases), batch_size):
         batch = split.cases[start : start + batch_size]
-        hist = [rows[u][:t][rows[u][:t] > 0] for u, t in batch]
-        tgt = np.array([rows[u][t] or -1 for u, t in batch])  # (B,)
+        hist = [split.history(u, t, row) for u, t in batch]
+        tgt = np.array([row.get(split.sequences[u][t], -1) for u, t in batch])  # (B,); -1: a miss
         scores = np.array(rank(hist), dtype=np.float32)  # (B, N + 1), a copy we may mask
         scores[:, 0] = -np.inf
         for b, h in enumerate(hist):
-            scores[b, h] = -np.inf  # seen items are never recommended
+            scores[b, h.rows] = -np.inf  # seen items are never recommended
         known = tgt > 0
         b_idx = np.nonzero(known)[0]
         t_score = scores[b_idx, tgt[known]][:, None]  # (b, 1)
@@ -213,8 +268,8 @@ def artifact_ranker(artifact_dir: Path | str) -> tuple[Ranker, list[str]]:
     sess = ort.InferenceSession(str(Path(artifact_dir) / MODEL_FILE), providers=["CPUExecutionProvider"])
     name_in, name_out = contract.inputs[0].name, contract.outputs[0].name
 
-    def rank(histories: Sequence[np.ndarray]) -> np.ndarray:
-        batch = left_pad(histories, contract.max_len, contract.padding_id)  # (B, L)
+    def rank(histories: Sequence[History]) -> np.ndarray:
+        batch = left_pad([h.rows for h in histories], contract.max_len, contract.padding_id)  # (B, L)
         (user,) = sess.run([name_out], {name_in: batch})  # (B, d)
         return user @ emb.T  # (B, N + 1)
 

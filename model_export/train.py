@@ -26,6 +26,7 @@ from model_export.datasets import Dataset, build_sequences, load_dataset
 from model_export.errors import NotEnoughDataError
 from model_export.evaluate import (
     PROTOCOLS,
+    History,
     Ranker,
     Split,
     evaluate,
@@ -81,8 +82,8 @@ class TrainedModel:
         self.model.eval()
         emb = self.model.item_matrix().detach()
 
-        def rank(rows: Sequence[np.ndarray]) -> np.ndarray:
-            seq = torch.from_numpy(left_pad(rows, self.config.model.max_len, PAD))
+        def rank(histories: Sequence[History]) -> np.ndarray:
+            seq = torch.from_numpy(left_pad([h.rows for h in histories], self.config.model.max_len, PAD))
             with torch.no_grad():
                 return (self.model.user_vector(seq) @ emb.T).numpy()  # (B, N + 1)
 
