@@ -3,9 +3,17 @@
 An artifact is a directory::
 
     model.onnx            input  item_seq     int64   (batch, max_len)  rows, newest last, 0-padded left
+                          input  time_gaps    int64   (batch, max_len)  optional: gap bucket to the previous
+                                                                        event (:func:`gap_buckets`), aligned
+                          input  scenarios    int64   (batch, max_len)  optional: scenario ids (:func:`scenario_ids`
+                                                                        over the contract's ``scenarios``)
                           output user_vector  float32 (batch, dim)      the user's next-item query vector
     item_embeddings.npy   float32 (n_items + 1, dim); row 0 is padding (zeros)
     items.json            JSON list of n_items + 1 entries: row -> item id (null at row 0)
+    text_encoder.onnx     optional: the item text encoder (all-MiniLM-L6-v2 + mean pooling + L2 norm),
+                          (input_ids, attention_mask) -> text_embedding (batch, 384)
+    text_projection.npy   optional: float32 (385, dim): text embedding -> item row (384 rows of weights,
+                          then the bias): how an item that arrives after training gets its row
     weights.pt            optional: the torch state_dict and ModelConfig, for fine-tuning (warm start);
                           the serving side never reads it, and artifacts without it stay valid
     contract.json         ModelContract below, with the sha256 of every other file
@@ -24,7 +32,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +86,9 @@ class ModelContract:
         hyper_parameters: The training config, for reproduction.
         parity: ``{"max_abs_diff": ..., "tolerance": ...}`` of the export check.
         files: sha256 hex digest of every file of the artifact except ``contract.json``.
+        scenarios: Scenario names of ids 2.. of the ``scenarios`` input (0 padding, 1 unknown).
+        text_encoder_file: The item text encoder graph, or None (the model has no text tower).
+        text_projection_file: The text -> item row projection, or None.
     """
 
     format_version: int
@@ -100,6 +111,9 @@ class ModelContract:
     hyper_parameters: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    scenarios: list[str] = field(default_factory=list)
+    text_encoder_file: str | None = None
+    text_projection_file: str | None = None
 
     def to_json(self) -> str:
         """The contract as indented JSON."""
@@ -113,7 +127,8 @@ class ModelContract:
             ArtifactError: a field is missing, unknown or not sane.
         """
         names = {f.name for f in fields(cls)}
-        missing = {n for n in names if n not in data and n not in ("hyper_parameters", "parity", "files")}
+        optional = {f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}
+        missing = {n for n in names if n not in data and n not in optional}
         if missing or set(data) - names:
             raise ArtifactError(
                 where, f"contract fields missing {sorted(missing)} / unknown {sorted(set(data) - names)}"
@@ -146,13 +161,19 @@ class ModelContract:
             problems.append(f"padding {self.padding_id}/{self.padding_side} (expected 0/left)")
         if self.score != "dot":
             problems.append(f"score {self.score!r} (expected 'dot')")
-        expect_in = [TensorSpec(INPUT_NAME, "int64", [BATCH_AXIS, self.max_len])]
+        seq_spec = [BATCH_AXIS, self.max_len]
+        expect_in = [TensorSpec(INPUT_NAME, "int64", seq_spec)]
+        expect_in += [TensorSpec(n, "int64", seq_spec) for n in CONTEXT_INPUTS if n in {t.name for t in self.inputs}]
         expect_out = [TensorSpec(OUTPUT_NAME, "float32", [BATCH_AXIS, self.embedding_dim])]
         if self.inputs != expect_in or self.outputs != expect_out:
             problems.append(
                 f"inputs/outputs {self.inputs}/{self.outputs} (expected {expect_in}/{expect_out})"
             )
-        if {MODEL_FILE, self.item_index_file, self.item_embeddings_file} - set(self.files):
+        if (self.text_encoder_file is None) != (self.text_projection_file is None):
+            problems.append("text_encoder_file and text_projection_file come together")
+        listed = {MODEL_FILE, self.item_index_file, self.item_embeddings_file}
+        listed |= {f for f in (self.text_encoder_file, self.text_projection_file) if f}
+        if listed - set(self.files):
             problems.append(f"files lists {sorted(self.files)}, not every artifact file")
         if not all(isinstance(d, str) and len(d) == 64 for d in self.files.values()):
             problems.append("a checksum is not a sha256 hex digest")
@@ -304,3 +325,79 @@ def left_pad(rows: Sequence[Sequence[int] | np.ndarray], max_len: int, pad_id: i
         if len(tail):
             out[b, max_len - len(tail) :] = tail
     return out
+
+
+# Context inputs of the user tower, aligned with ``item_seq`` (0 = padding in both).
+GAPS_INPUT = "time_gaps"
+SCENARIOS_INPUT = "scenarios"
+CONTEXT_INPUTS = (GAPS_INPUT, SCENARIOS_INPUT)  # in graph order, each optional
+TEXT_ENCODER_FILE = "text_encoder.onnx"
+TEXT_PROJECTION_FILE = "text_projection.npy"
+# Time-gap buckets: 0 padding, 1 no earlier event, 2 + floor(log2(1 + gap seconds)) capped: from
+# "same second" (MovieLens' bulk ratings) to years, in 32 buckets of doubling width.
+GAP_BUCKETS = 32
+SCENARIO_PAD, SCENARIO_UNKNOWN = 0, 1
+
+
+def gap_buckets(ts_ms: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Bucket ids of the gaps between consecutive events of one history (oldest first), int64 (len,)."""
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    out = np.ones(len(ts), dtype=np.int64)
+    if len(ts) > 1:
+        gap_s = np.maximum(np.diff(ts), 0) // 1000
+        out[1:] = 2 + np.minimum(np.floor(np.log2(1.0 + gap_s)).astype(np.int64), GAP_BUCKETS - 3)
+    return out
+
+
+def scenario_ids(scenarios: Sequence[str | None], vocab: Mapping[str, int]) -> np.ndarray:
+    """Ids of scenario names (``vocab`` maps known names to 2..), unknown or missing ones to 1, int64 (len,)."""
+    return np.array([vocab.get(s or "", SCENARIO_UNKNOWN) for s in scenarios], dtype=np.int64)
+
+
+def read_text_projection(artifact_dir: Path | str, contract: ModelContract) -> tuple[np.ndarray, np.ndarray] | None:
+    """The text -> item row projection ``(weight (text_dim, dim), bias (dim,))``, or None without a text tower."""
+    if contract.text_projection_file is None:
+        return None
+    packed = np.load(Path(artifact_dir) / contract.text_projection_file)  # (text_dim + 1, dim)
+    return packed[:-1], packed[-1]
+
+
+def tower_inputs(
+    rows: Sequence[Sequence[int] | np.ndarray],
+    times: Sequence[Sequence[int] | np.ndarray | None],
+    scenarios: Sequence[Sequence[str | None] | None],
+    max_len: int,
+    vocab: Mapping[str, int],
+    names: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """The graph feed of a batch, every input int64 (B, max_len), left-padded, newest item last.
+
+    Args:
+        rows: Each history's item rows, oldest first (items the model does not know already left out).
+        times: Their event times (epoch ms), aligned; None: "no earlier event" for every item.
+        scenarios: Their scenario names, aligned; None: unknown.
+        max_len: The contract's ``max_len``; longer histories keep their newest items.
+        vocab: Scenario name -> id (2..).
+        names: The graph's input names (``item_seq`` first, then the context inputs it reads).
+
+    Gaps are bucketed on the whole history before it is cut to ``max_len``, so the oldest kept item
+    still sees its gap to the one before.
+    """
+    feed = {INPUT_NAME: left_pad(rows, max_len)}
+    if GAPS_INPUT in names:
+        gaps = [
+            np.ones(len(r), dtype=np.int64) if t is None else gap_buckets(t) for r, t in zip(rows, times, strict=True)
+        ]
+        feed[GAPS_INPUT] = left_pad(gaps, max_len)
+    if SCENARIOS_INPUT in names:
+        scen = [
+            np.full(len(r), SCENARIO_UNKNOWN, dtype=np.int64) if s is None else scenario_ids(s, vocab)
+            for r, s in zip(rows, scenarios, strict=True)
+        ]
+        feed[SCENARIOS_INPUT] = left_pad(scen, max_len)
+    return feed
+
+
+def scenario_vocab(names: Sequence[str]) -> dict[str, int]:
+    """Scenario name -> id (2..; 0 is padding, 1 unknown), in the order of the contract's ``scenarios``."""
+    return {name: i for i, name in enumerate(names, start=2)}

@@ -128,10 +128,33 @@ def grow_item_table(
     Returns:
         The grown model (eval mode), its item index ``[*items, *new_items]``, and how rows were filled.
     """
-    known = model.item_matrix().detach().numpy()[1:]  # (N, d), row 0 (padding) dropped
     if set(new_items) & set(items):
         msg = "grow_item_table: new_items must not be in the parent's index"
         raise ValueError(msg)
+    n_old, n_new = len(items), len(new_items)
+    grown = SASRec(n_old + n_new, model.cfg, model.n_scenarios, model.text_dim)
+    per_item = ("item_emb.weight", "has_id", "text_feat")
+    state = {k: v for k, v in model.state_dict().items() if k not in per_item}
+    missing, unexpected = grown.load_state_dict(state, strict=False)
+    if sorted(missing) != sorted(per_item) or unexpected:
+        msg = f"grow_item_table: parent and grown model differ beyond the item table: {missing} {unexpected}"
+        raise RuntimeError(msg)
+    if model.text_proj is not None:
+        # A text model scores a new item from its text until the item has events to learn an id row from.
+        texts_new = [texts.get(i, "") for i in new_items]
+        feats = np.zeros((n_new, model.text_dim), dtype=np.float32)
+        have = [j for j, t in enumerate(texts_new) if t]
+        if have:
+            feats[have] = encode([texts_new[j] for j in have])
+        with torch.no_grad():
+            grown.item_emb.weight[: n_old + 1].copy_(model.item_emb.weight.detach())
+            grown.item_emb.weight[n_old + 1 :].zero_()
+        grown.set_items(
+            has_id=torch.cat([model.has_id.detach(), torch.zeros(n_new)]),
+            text=torch.cat([model.text_feat.detach(), torch.from_numpy(feats)]),
+        )
+        return grown.eval(), [*items, *new_items], GrowStats(n_old, len(have), 0, 0)
+    known = model.item_matrix().detach().numpy()[1:]  # (N, d), row 0 (padding) dropped
     order = sorted(range(len(items)), key=lambda i: -counts.get(items[i], 0))  # stable: ties by row
     fit = [i for i in order if texts.get(items[i])][:MAX_FIT_ITEMS]
     rows, from_text = text_rows(
@@ -141,15 +164,10 @@ def grow_item_table(
         encode,
         fallback=known.mean(0) if len(known) else None,  # every known row, not only the fitted ones
     )
-    grown = SASRec(len(items) + len(new_items), model.cfg)
-    state = {k: v for k, v in model.state_dict().items() if k != "item_emb.weight"}
-    missing, unexpected = grown.load_state_dict(state, strict=False)
-    if missing != ["item_emb.weight"] or unexpected:
-        msg = f"grow_item_table: parent and grown model differ beyond the item table: {missing} {unexpected}"
-        raise RuntimeError(msg)
     with torch.no_grad():
         table = torch.cat([model.item_emb.weight.detach(), torch.from_numpy(rows)])  # (N + M + 1, d)
         grown.item_emb.weight.copy_(table)
         grown.item_emb.weight[PAD].zero_()
-    stats = GrowStats(len(items), int(from_text.sum()), int((~from_text).sum()), len(fit))
+    grown.set_items(has_id=torch.cat([model.has_id.detach(), torch.ones(n_new)]))
+    stats = GrowStats(n_old, int(from_text.sum()), int((~from_text).sum()), len(fit))
     return grown.eval(), [*items, *new_items], stats

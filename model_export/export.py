@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -25,13 +27,19 @@ from torch import nn
 
 from model_export.artifact import (
     BATCH_AXIS,
+    CONTEXT_INPUTS,
     CONTRACT_FILE,
     EMBEDDINGS_FILE,
     FORMAT_VERSION,
+    GAP_BUCKETS,
+    GAPS_INPUT,
     INPUT_NAME,
     ITEMS_FILE,
     MODEL_FILE,
     OUTPUT_NAME,
+    SCENARIOS_INPUT,
+    TEXT_ENCODER_FILE,
+    TEXT_PROJECTION_FILE,
     WEIGHTS_FILE,
     ModelContract,
     TensorSpec,
@@ -54,17 +62,26 @@ OPSET = 18
 PARITY_BATCH = 16
 # Layout version of weights.pt (a dict of plain values and tensors, so torch.load(weights_only=True) reads it).
 WEIGHTS_FORMAT = 1
+# Where the text encoder graph is exported once and linked into every text model's artifact.
+TEXT_ENCODER_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "text-encoder"
 
 
 class _UserTower(nn.Module):
-    """What the graph computes: item_seq (B, L) -> user_vector (B, d)."""
+    """What the graph computes: item_seq (B, L) [+ time_gaps, scenarios (B, L)] -> user_vector (B, d)."""
 
     def __init__(self, model: SASRec) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
-        return self.model.user_vector(item_seq)  # (B, d)
+    def forward(self, item_seq: torch.Tensor, *context: torch.Tensor) -> torch.Tensor:
+        named = dict(zip(input_names(self.model)[1:], context, strict=True))
+        return self.model.user_vector(item_seq, named.get(GAPS_INPUT), named.get(SCENARIOS_INPUT))  # (B, d)
+
+
+def input_names(model: SASRec) -> list[str]:
+    """The graph's inputs: ``item_seq``, then the context inputs the model reads."""
+    used = {GAPS_INPUT: model.cfg.time_gaps, SCENARIOS_INPUT: model.cfg.scenarios}
+    return [INPUT_NAME, *(name for name in CONTEXT_INPUTS if used[name])]
 
 
 def parity_batch(n_items: int, max_len: int, seed: int = 0) -> np.ndarray:
@@ -74,6 +91,18 @@ def parity_batch(n_items: int, max_len: int, seed: int = 0) -> np.ndarray:
     return left_pad([rng.integers(1, n_items + 1, size=n).tolist() for n in lengths], max_len, PAD)
 
 
+def parity_inputs(model: SASRec, seed: int = 0) -> dict[str, np.ndarray]:
+    """The fixed parity feed of every graph input: random items, gap buckets and scenarios on real positions."""
+    rows = parity_batch(model.n_items, model.cfg.max_len, seed)
+    rng = np.random.default_rng(seed + 1)
+    real = rows != PAD
+    context = {
+        GAPS_INPUT: np.where(real, rng.integers(1, GAP_BUCKETS, size=rows.shape), PAD),
+        SCENARIOS_INPUT: np.where(real, rng.integers(1, model.n_scenarios + 2, size=rows.shape), PAD),
+    }
+    return {name: rows if name == INPUT_NAME else context[name].astype(np.int64) for name in input_names(model)}
+
+
 def export_onnx(model: SASRec, path: Path) -> None:
     """Write the user tower as ONNX with a dynamic batch axis (sequence length fixed at max_len).
 
@@ -81,7 +110,7 @@ def export_onnx(model: SASRec, path: Path) -> None:
     """
     # A fresh wrapper is in training mode, and export keeps the mode: without eval() dropout is exported.
     tower = _UserTower(model.eval()).eval()
-    example = torch.from_numpy(parity_batch(model.n_items, model.cfg.max_len)[:2])
+    example = {name: torch.from_numpy(v[:2]) for name, v in parity_inputs(model).items()}
     # The exporter warns about every torchvision op it cannot register; we use none of them.
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
@@ -92,14 +121,16 @@ def export_onnx(model: SASRec, path: Path) -> None:
         exporter_log.setLevel(level)
 
 
-def _export(tower: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _export(tower: nn.Module, example: dict[str, torch.Tensor], path: Path) -> None:
+    batch = torch.export.Dim(BATCH_AXIS)
     torch.onnx.export(
         tower,
-        (example,),
+        tuple(example.values()),
         str(path),
-        input_names=[INPUT_NAME],
+        input_names=list(example),
         output_names=[OUTPUT_NAME],
-        dynamic_shapes={INPUT_NAME: {0: torch.export.Dim(BATCH_AXIS)}},
+        # forward(item_seq, *context): the context tensors are one (varargs) argument to torch.export.
+        dynamic_shapes={"item_seq": {0: batch}, "context": tuple({0: batch} for _ in list(example)[1:])},
         opset_version=OPSET,
         dynamo=True,
         # One self-contained file (the default would put weights in model.onnx.data): the contract
@@ -118,11 +149,14 @@ def check_parity(model: SASRec, onnx_path: Path, tolerance: float = PARITY_TOLER
     Raises:
         ParityError: the difference exceeds ``tolerance``.
     """
-    batch = parity_batch(model.n_items, model.cfg.max_len)
+    feed = parity_inputs(model)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (got,) = sess.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    (got,) = sess.run([OUTPUT_NAME], feed)
     with torch.no_grad():
-        want = model.user_vector(torch.from_numpy(batch)).numpy()
+        want = model.user_vector(
+            torch.from_numpy(feed[INPUT_NAME]),
+            *(torch.from_numpy(feed[n]) if n in feed else None for n in CONTEXT_INPUTS),
+        ).numpy()
     diff = float(np.abs(got - want).max())
     print(f"  parity: max |onnxruntime - torch| = {diff:.2e} (tolerance {tolerance:.0e})", flush=True)
     if not diff <= tolerance:  # also catches NaN
@@ -140,6 +174,8 @@ def export_artifact(
     train_data: dict[str, Any],
     parent: str | None = None,
     hyper_parameters: dict[str, Any] | None = None,
+    scenarios: Sequence[str] = (),
+    text_encoder: Path | None = None,
 ) -> Path:
     """Write a complete, verified artifact directory.
 
@@ -152,6 +188,9 @@ def export_artifact(
         train_data: At least ``min_ts`` and ``max_ts`` (epoch ms) of the training events.
         parent: Version this model was fine-tuned from.
         hyper_parameters: Training config, recorded for reproduction.
+        scenarios: The model's scenario names (ids 2..), in order.
+        text_encoder: The text encoder ONNX file to ship with a text model (default: the cached
+            export of :func:`model_export.text_encoder.cached_text_encoder`); hard-linked when it can be.
 
     Returns:
         ``artifact_dir``.
@@ -172,13 +211,22 @@ def export_artifact(
     emb = model.item_matrix().detach().numpy().astype(np.float32)  # (N + 1, d)
     np.save(artifact_dir / EMBEDDINGS_FILE, emb)
     (artifact_dir / ITEMS_FILE).write_text(json.dumps([None, *items]), encoding="utf-8")
-    save_weights(model, artifact_dir / WEIGHTS_FILE)
+    save_weights(model, artifact_dir / WEIGHTS_FILE, scenarios)
     files = [MODEL_FILE, ITEMS_FILE, EMBEDDINGS_FILE, WEIGHTS_FILE]
+    text_files: dict[str, str | None] = {"text_encoder_file": None, "text_projection_file": None}
+    if model.text_proj is not None:
+        _link_or_copy(text_encoder or _default_text_encoder(), artifact_dir / TEXT_ENCODER_FILE)
+        weight = model.text_proj.weight.detach().numpy().T  # (text_dim, d)
+        bias = model.text_proj.bias.detach().numpy()[None, :]  # (1, d)
+        np.save(artifact_dir / TEXT_PROJECTION_FILE, np.concatenate([weight, bias]).astype(np.float32))
+        files += [TEXT_ENCODER_FILE, TEXT_PROJECTION_FILE]
+        text_files = {"text_encoder_file": TEXT_ENCODER_FILE, "text_projection_file": TEXT_PROJECTION_FILE}
+    seq_spec: list[int | str] = [BATCH_AXIS, model.cfg.max_len]
     contract = ModelContract(
         format_version=FORMAT_VERSION,
         model_version=version,
         model_type="sasrec",
-        inputs=[TensorSpec(INPUT_NAME, "int64", [BATCH_AXIS, model.cfg.max_len])],
+        inputs=[TensorSpec(name, "int64", seq_spec) for name in input_names(model)],
         outputs=[TensorSpec(OUTPUT_NAME, "float32", [BATCH_AXIS, model.cfg.d])],
         max_len=model.cfg.max_len,
         padding_id=PAD,
@@ -195,6 +243,8 @@ def export_artifact(
         hyper_parameters=hyper_parameters or {},
         parity={"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE},
         files={name: sha256_file(artifact_dir / name) for name in files},
+        scenarios=list(scenarios),
+        **text_files,
     )
     write_contract(artifact_dir, contract)
     verify_artifact(artifact_dir)
@@ -202,12 +252,29 @@ def export_artifact(
     return artifact_dir
 
 
-def save_weights(model: SASRec, path: Path) -> None:
-    """Write what :func:`load_model` needs to rebuild the module: its ModelConfig, item count and state_dict."""
+def _default_text_encoder() -> Path:
+    from model_export.text_encoder import cached_text_encoder
+
+    return cached_text_encoder(TEXT_ENCODER_CACHE)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    # Every version of a text model ships the same ~90 MB encoder: a hard link costs no disk.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def save_weights(model: SASRec, path: Path, scenarios: Sequence[str] = ()) -> None:
+    """Write what :func:`load_model` needs to rebuild the module: its ModelConfig, shape, vocabulary and state_dict."""
     payload = {
         "format": WEIGHTS_FORMAT,
         "model_type": "sasrec",
         "n_items": model.n_items,
+        "n_scenarios": model.n_scenarios,
+        "text_dim": model.text_dim,
+        "scenarios": list(scenarios),
         "config": asdict(model.cfg),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -227,6 +294,7 @@ class LoadedModel:
     model: SASRec
     items: list[str]
     contract: ModelContract
+    scenarios: list[str]
 
 
 def load_model(artifact_dir: Path | str) -> LoadedModel | None:
@@ -254,7 +322,8 @@ def load_model(artifact_dir: Path | str) -> LoadedModel | None:
             fmt = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
             msg = f"{WEIGHTS_FILE} has format {fmt!r} (this code reads {WEIGHTS_FORMAT})"
             raise ValueError(msg)
-        cfg = ModelConfig(**payload["config"])
+        # Weights written before the context inputs and the text tower existed are id-only models.
+        cfg = ModelConfig(**{"time_gaps": False, "scenarios": False, "text": False, **payload["config"]})
         n_items = int(payload["n_items"])
         if (n_items, cfg.max_len, cfg.d) != (contract.n_items, contract.max_len, contract.embedding_dim):
             msg = (
@@ -262,8 +331,9 @@ def load_model(artifact_dir: Path | str) -> LoadedModel | None:
                 f"{contract.n_items}, {contract.max_len}, {contract.embedding_dim}"
             )
             raise ValueError(msg)
-        model = SASRec(n_items, cfg)
+        model = SASRec(n_items, cfg, int(payload.get("n_scenarios", 0)), int(payload.get("text_dim", 0)))
         model.load_state_dict(payload["state_dict"])
+        scenarios = [str(s) for s in payload.get("scenarios", [])]
     except (OSError, RuntimeError, ValueError, TypeError, KeyError, pickle.UnpicklingError) as exc:
         raise ArtifactError(artifact_dir, f"{WEIGHTS_FILE} does not rebuild the model: {exc}") from exc
     model.eval()
@@ -271,4 +341,4 @@ def load_model(artifact_dir: Path | str) -> LoadedModel | None:
     if not np.allclose(model.item_matrix().detach().numpy(), emb, atol=1e-6):
         raise ArtifactError(artifact_dir, f"{WEIGHTS_FILE} and {EMBEDDINGS_FILE} hold different item embeddings")
     items = [str(i) for i in read_items(artifact_dir, contract)[1:]]
-    return LoadedModel(model, items, contract)
+    return LoadedModel(model, items, contract, scenarios)

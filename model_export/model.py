@@ -1,10 +1,19 @@
-"""A SASRec-style sequential recommender: causal self-attention over a user's recent item ids.
+"""A SASRec-style sequential recommender: causal self-attention over a user's recent items.
 
 Input: item rows (1..N, 0 = padding), right-aligned and left-padded to ``max_len``, so the most
-recent item is always at the last position. Output of :meth:`SASRec.user_vector`: the last hidden
-state, whose dot product with the (tied) item embedding matrix scores every item as the next one.
-Trained with full softmax cross-entropy over all items at every position, which beats sampled
-BCE by a wide margin on MovieLens.
+recent item is always at the last position; aligned with them, the bucketed time gap to the
+previous event (interest drift: a burst reads differently from a return after months) and the
+scenario (platform/surface) of each event, so one model serves several surfaces. Output of
+:meth:`SASRec.user_vector`: the last hidden state, whose dot product with the (tied) item matrix
+scores every item as the next one.
+
+The item matrix is a learned id embedding plus a trained projection of the item's frozen text
+embedding (all-MiniLM-L6-v2, :mod:`model_export.item_text`). Items without training events have no
+id row (masked to zero), so they are scored from their text alone: the cold-start path. Dropping a
+random share of id rows at each step teaches the text path to stand alone.
+
+Trained with full softmax cross-entropy over all items at every position (or a sampled softmax,
+:attr:`SASRec.loss`), which beats sampled BCE by a wide margin on MovieLens.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PAD = 0  # row 0 of the item table is padding: it never gets a gradient and is never recommended
+GAP_BUCKETS = 32  # model_export.artifact.GAP_BUCKETS (kept equal by a test; the model imports no I/O code)
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,13 @@ class ModelConfig:
     dropout: float = 0.2
     # FFN width as a multiple of d, as in standard transformer blocks.
     ffn_mult: int = 4
+    # Context features; all False is the plain id-only SASRec (the `sasrec-id` baseline).
+    time_gaps: bool = True
+    scenarios: bool = True
+    text: bool = True
+    # Share of item id rows zeroed at each training step (text models only): the text path must
+    # rank well alone, as it does for items that arrive after training.
+    id_dropout: float = 0.1
 
 
 class _Block(nn.Module):
@@ -81,23 +98,32 @@ class _Block(nn.Module):
 
 
 class SASRec(nn.Module):
-    """Causal self-attention next-item model with a tied item embedding output head."""
+    """Causal self-attention next-item model with a tied item matrix (id + projected text) as output head."""
 
     causal: torch.Tensor  # bool (max_len, max_len), a buffer
     eye: torch.Tensor  # bool (max_len, max_len), a buffer
+    has_id: torch.Tensor  # float (N + 1,): 1 for items with a learned id row, a buffer
+    text_feat: torch.Tensor  # float (N + 1, text_dim): frozen text embeddings, a buffer
 
-    def __init__(self, n_items: int, cfg: ModelConfig) -> None:
+    def __init__(self, n_items: int, cfg: ModelConfig, n_scenarios: int = 0, text_dim: int = 0) -> None:
         """Build the model.
 
         Args:
             n_items: Number of real items N; the item table has N + 1 rows (row 0 = padding).
             cfg: Hyper-parameters.
+            n_scenarios: Known scenario names (ids 2..n_scenarios + 1; 0 padding, 1 unknown).
+            text_dim: Width of the item text embeddings (0: no text tower, whatever ``cfg.text``).
         """
         super().__init__()
         self.cfg = cfg
         self.n_items = n_items
+        self.n_scenarios = n_scenarios
+        self.text_dim = text_dim if cfg.text else 0
         self.item_emb = nn.Embedding(n_items + 1, cfg.d, padding_idx=PAD)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d)
+        self.gap_emb = nn.Embedding(GAP_BUCKETS, cfg.d, padding_idx=PAD) if cfg.time_gaps else None
+        self.scenario_emb = nn.Embedding(n_scenarios + 2, cfg.d, padding_idx=PAD) if cfg.scenarios else None
+        self.text_proj = nn.Linear(self.text_dim, cfg.d) if self.text_dim else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_blocks))
         self.ln_f = nn.LayerNorm(cfg.d)
@@ -105,16 +131,56 @@ class SASRec(nn.Module):
         self.register_buffer("causal", torch.tril(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool)))
         # A buffer, not torch.eye in forward: onnxruntime has no bool EyeLike kernel.
         self.register_buffer("eye", torch.eye(cfg.max_len, dtype=torch.bool))
-        nn.init.normal_(self.item_emb.weight, std=0.02)
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        has_id = torch.ones(n_items + 1)
+        has_id[PAD] = 0.0
+        self.register_buffer("has_id", has_id)
+        self.register_buffer("text_feat", torch.zeros(n_items + 1, self.text_dim))
+        for emb in (self.item_emb, self.pos_emb, self.gap_emb, self.scenario_emb):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
+            for emb in (self.gap_emb, self.scenario_emb):
+                if emb is not None:
+                    emb.weight[PAD].zero_()
 
-    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+    def set_items(self, has_id: torch.Tensor | None = None, text: torch.Tensor | None = None) -> None:
+        """Set which rows have a learned id (bool/float (N + 1,)) and the frozen text embeddings (N + 1, text_dim)."""
+        with torch.no_grad():
+            if has_id is not None:
+                self.has_id.copy_(has_id.float())
+                self.has_id[PAD] = 0.0
+            if text is not None and self.text_dim:
+                self.text_feat.copy_(text)
+                self.text_feat[PAD].zero_()
+
+    def item_matrix(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The tied item matrix (N + 1, d): id row (where the item has one) + projected text; row 0 zero.
+
+        Args:
+            id_keep: Optional float (N + 1,) mask of id rows to keep (id dropout while training).
+        """
+        keep = self.has_id if id_keep is None else self.has_id * id_keep
+        table = self.item_emb.weight * keep[:, None]  # (N + 1, d)
+        if self.text_proj is not None:
+            nonpad = (torch.arange(self.n_items + 1, device=table.device) != PAD).float()
+            table = table + self.text_proj(self.text_feat) * nonpad[:, None]
+        return table
+
+    def forward(
+        self,
+        item_seq: torch.Tensor,
+        gaps: torch.Tensor | None = None,
+        scenarios: torch.Tensor | None = None,
+        table: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Hidden state at every position.
 
         Args:
             item_seq: Item rows, int64 (B, L) with L = max_len, right-aligned, left-padded with 0.
+            gaps: Time-gap bucket ids aligned with ``item_seq``, int64 (B, L) (ignored without ``cfg.time_gaps``).
+            scenarios: Scenario ids aligned with ``item_seq``, int64 (B, L) (ignored without ``cfg.scenarios``).
+            table: The item matrix to read (default :meth:`item_matrix`).
 
         Returns:
             Hidden states, float32 (B, L, d); position t summarises items up to t.
@@ -124,40 +190,63 @@ class SASRec(nn.Module):
         # query t may see key s <= t if s is a real item; every query sees itself.
         allowed = (self.causal[:seq, :seq] & valid[:, None, :]) | self.eye[:seq, :seq]  # (B, L, L)
         allowed = allowed[:, None]  # (B, 1, L, L)
-        x = self.item_emb(item_seq) * math.sqrt(self.cfg.d) + self.pos_emb.weight[:seq]  # (B, L, d)
+        table = self.item_matrix() if table is None else table
+        x = table[item_seq] * math.sqrt(self.cfg.d) + self.pos_emb.weight[:seq]  # (B, L, d)
+        if self.gap_emb is not None and gaps is not None:
+            x = x + self.gap_emb(gaps)
+        if self.scenario_emb is not None and scenarios is not None:
+            x = x + self.scenario_emb(scenarios)
         x = self.drop(x) * valid[..., None]  # (B, L, d): padding contributes nothing
         for block in self.blocks:
             x = block(x, allowed)  # (B, L, d)
         return self.ln_f(x)  # (B, L, d)
 
-    def user_vector(self, item_seq: torch.Tensor) -> torch.Tensor:
+    def user_vector(
+        self, item_seq: torch.Tensor, gaps: torch.Tensor | None = None, scenarios: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The user's next-item query vector: the hidden state at the last (most recent) position.
 
-        Args:
-            item_seq: int64 (B, L), right-aligned, left-padded with 0.
-
         Returns:
-            float32 (B, d); ``user_vector @ item_emb.weight.T`` scores all N + 1 rows.
+            float32 (B, d); ``user_vector @ item_matrix().T`` scores all N + 1 rows.
         """
-        return self.forward(item_seq)[:, -1, :]  # (B, d)
+        return self.forward(item_seq, gaps, scenarios)[:, -1, :]  # (B, d)
 
-    def item_matrix(self) -> torch.Tensor:
-        """The tied output item matrix, (N + 1, d); row 0 is padding."""
-        return self.item_emb.weight
-
-    def loss(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Full softmax cross-entropy over all items at every non-padded position.
+    def loss(
+        self,
+        item_seq: torch.Tensor,
+        targets: torch.Tensor,
+        gaps: torch.Tensor | None = None,
+        scenarios: torch.Tensor | None = None,
+        negatives: int = 0,
+    ) -> torch.Tensor:
+        """Softmax cross-entropy of the next item at every non-padded position.
 
         Args:
             item_seq: Inputs, int64 (B, L).
             targets: Next item at each position, int64 (B, L); 0 where there is none.
+            gaps: Time-gap buckets, int64 (B, L).
+            scenarios: Scenario ids, int64 (B, L).
+            negatives: 0: full softmax over all items; else a sampled softmax against this many
+                uniform negatives shared by the batch (a negative equal to the target is masked).
 
         Returns:
             The mean loss, a scalar.
         """
-        h = self.forward(item_seq)  # (B, L, d)
+        id_keep = None
+        if self.text_proj is not None and self.training and self.cfg.id_dropout > 0:
+            id_keep = (torch.rand(self.n_items + 1, device=item_seq.device) >= self.cfg.id_dropout).float()
+        table = self.item_matrix(id_keep)  # (N + 1, d)
+        h = self.forward(item_seq, gaps, scenarios, table)  # (B, L, d)
         keep = targets != PAD  # (B, L)
-        # Only real targets pay for the (., N + 1) logits: the softmax over all items dominates the cost.
-        logits = h[keep] @ self.item_emb.weight.T  # (T, N + 1)
-        logits[:, PAD] = float("-inf")  # padding is never a valid next item
-        return F.cross_entropy(logits, targets[keep])
+        h, tgt = h[keep], targets[keep]  # (T, d), (T,)
+        if negatives <= 0:
+            # Only real targets pay for the (., N + 1) logits: the softmax over all items dominates the cost.
+            logits = h @ table.T  # (T, N + 1)
+            logits[:, PAD] = float("-inf")  # padding is never a valid next item
+            return F.cross_entropy(logits, tgt)
+        neg = torch.randint(1, self.n_items + 1, (negatives,), device=h.device)  # (S,)
+        pos_logit = (h * table[tgt]).sum(-1, keepdim=True)  # (T, 1)
+        neg_logits = h @ table[neg].T  # (T, S)
+        neg_logits = neg_logits.masked_fill(neg[None, :] == tgt[:, None], float("-inf"))
+        logits = torch.cat([pos_logit, neg_logits], dim=1)  # (T, 1 + S): the target is class 0
+        return F.cross_entropy(logits, torch.zeros(len(tgt), dtype=torch.long, device=h.device))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from model_export.artifact import left_pad
+from model_export.artifact import (
+    CONTEXT_INPUTS,
+    INPUT_NAME,
+    gap_buckets,
+    left_pad,
+    scenario_ids,
+    scenario_vocab,
+    tower_inputs,
+)
 from model_export.datasets import Dataset, build_sequences, load_dataset
 from model_export.errors import NotEnoughDataError
 from model_export.evaluate import (
+    DEFAULT_SCENARIO,
     PROTOCOLS,
     History,
     Ranker,
@@ -58,6 +67,8 @@ class TrainConfig:
     device: str = "cpu"
     # Stop early after this many seconds of training (None: run all epochs); keeps CI and demos short.
     max_seconds: float | None = None
+    # 0: full softmax over every item; N > 0: sampled softmax against N shared uniform negatives.
+    negatives: int = 0
 
 
 @dataclass
@@ -71,47 +82,110 @@ class TrainedModel:
     train_seconds: float
     epochs_run: int
     final_loss: float
+    scenarios: list[str] = field(default_factory=list)
 
-    def encode(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        """Histories of item ids -> model input int64 (B, max_len); unknown ids are skipped."""
-        row = {item: r for r, item in enumerate(self.items, start=1)}
-        return left_pad([[row[i] for i in h if i in row] for h in histories], self.config.model.max_len, PAD)
+    def inputs(self, histories: Sequence[History]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Model inputs of a batch: item rows, time-gap buckets and scenario ids, int64 (B, max_len) each."""
+        return model_inputs(histories, self.config.model.max_len, scenario_vocab(self.scenarios))
 
     def ranker(self) -> Ranker:
-        """Scores (B, N + 1) of histories given as item rows, for :func:`model_export.evaluate.evaluate`."""
+        """Scores (B, N + 1) of histories, for :func:`model_export.evaluate.evaluate`."""
         self.model.eval()
         emb = self.model.item_matrix().detach()
 
         def rank(histories: Sequence[History]) -> np.ndarray:
-            seq = torch.from_numpy(left_pad([h.rows for h in histories], self.config.model.max_len, PAD))
             with torch.no_grad():
-                return (self.model.user_vector(seq) @ emb.T).numpy()  # (B, N + 1)
+                return (self.model.user_vector(*self.inputs(histories)) @ emb.T).numpy()  # (B, N + 1)
 
         return rank
+
+
+def model_inputs(
+    histories: Sequence[History], max_len: int, vocab: Mapping[str, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Item rows, time-gap buckets and scenario ids of histories, int64 (B, max_len) each, as the scorer feeds them."""
+    feed = tower_inputs(
+        [h.rows for h in histories],
+        [h.ts for h in histories],
+        [h.scenarios for h in histories],
+        max_len,
+        vocab,
+        [INPUT_NAME, *CONTEXT_INPUTS],
+    )
+    return tuple(torch.from_numpy(feed[n]) for n in (INPUT_NAME, *CONTEXT_INPUTS))  # type: ignore[return-value]
 
 
 def _threads() -> int:
     return int(os.environ.get("STREAMREC_TRAIN_THREADS", os.cpu_count() or 1))
 
 
-def _windows(seqs: Iterable[Sequence[int]], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut each row sequence into (input, next-item target) windows of max_len, newest first.
+def _windows(
+    seqs: Iterable[tuple[Sequence[int], np.ndarray, np.ndarray]], max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut each (rows, gap buckets, scenario ids) sequence into next-item windows of max_len, newest first.
 
     Long histories give several windows so that every item is a target exactly once.
 
     Returns:
-        Inputs and targets, int64 (W, max_len) each, right-aligned and left-padded with 0.
+        Inputs, targets, gaps and scenarios, int64 (W, max_len) each, right-aligned and left-padded with 0.
     """
-    inputs, targets = [], []
-    for s in seqs:
+    inputs, targets, gaps, scens = [], [], [], []
+    for s, g, c in seqs:
         end = len(s)
         while end > 1:
             start = max(0, end - (max_len + 1))
-            chunk = s[start:end]
-            inputs.append(chunk[:-1])
-            targets.append(chunk[1:])
+            inputs.append(s[start : end - 1])
+            targets.append(s[start + 1 : end])
+            gaps.append(g[start : end - 1])
+            scens.append(c[start : end - 1])
             end = start + 1 if start > 0 else 0
-    return left_pad(inputs, max_len, PAD), left_pad(targets, max_len, PAD)
+    return tuple(left_pad(x, max_len, PAD) for x in (inputs, targets, gaps, scens))  # type: ignore[return-value]
+
+
+def _aligned_context(split: Split) -> tuple[dict[str, list[int]], dict[str, list[str]]]:
+    """Event times and scenarios of ``split.train``, matched in order against the full sequences.
+
+    ``split.train[u]`` is a subsequence of ``split.sequences[u]`` (a prefix, or one with hidden items
+    removed), so a greedy in-order match aligns them.
+    """
+    times: dict[str, list[int]] = {}
+    scens: dict[str, list[str]] = {}
+    for user, seq in split.train.items():
+        full, ts = split.sequences.get(user, []), split.times.get(user, [])
+        sc = split.scenarios.get(user) or [DEFAULT_SCENARIO] * len(full)
+        t_out: list[int] = []
+        s_out: list[str] = []
+        j = 0
+        for item in seq:
+            while j < len(full) and full[j] != item:
+                j += 1
+            if j == len(full):
+                break
+            t_out.append(ts[j])
+            s_out.append(sc[j])
+            j += 1
+        if len(t_out) == len(seq):
+            times[user], scens[user] = t_out, s_out
+    return times, scens
+
+
+def train_split(
+    split: Split,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    *,
+    items: Sequence[str] | None = None,
+    catalog: Mapping[str, Mapping[str, Any]] | None = None,
+    init: tuple[SASRec, Sequence[str]] | None = None,
+    scenario_names: Sequence[str] | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
+) -> TrainedModel:
+    """:func:`train` on a split's training data, with its event times and scenarios."""
+    times, scenarios = _aligned_context(split)
+    return train(
+        split.train, config, seed, init=init, items=items, catalog=catalog,
+        times=times, scenarios=scenarios, scenario_names=scenario_names, encode=encode,
+    )
 
 
 def train(
@@ -120,6 +194,12 @@ def train(
     seed: int = 0,
     *,
     init: tuple[SASRec, Sequence[str]] | None = None,
+    items: Sequence[str] | None = None,
+    catalog: Mapping[str, Mapping[str, Any]] | None = None,
+    times: Mapping[str, Sequence[int]] | None = None,
+    scenarios: Mapping[str, Sequence[str]] | None = None,
+    scenario_names: Sequence[str] | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
 ) -> TrainedModel:
     """Train a :class:`~model_export.model.SASRec` on every user's full sequence.
 
@@ -132,6 +212,17 @@ def train(
             training from, in place, instead of a fresh one; its index must hold every item of
             ``data`` (grow it first: :func:`model_export.cold_start.grow_item_table`), and its
             shape replaces ``config.model``.
+        items: The item index to learn (``items[i]`` is row ``i + 1``); default: the items of ``data``.
+            It may hold items without any training event (cold items): the model scores them from
+            their text only.
+        catalog: ``items`` topic records by item id: their text feeds the model's text tower
+            (when ``config.model.text``). Items without a record get no text.
+        times: Event times (epoch ms) aligned with each sequence of ``data``, for the time-gap
+            input; users without them get "no earlier event" gaps.
+        scenarios: Scenario names aligned with each sequence, for the scenario input.
+        scenario_names: The model's scenario vocabulary (a warm start keeps its parent's); default:
+            the names in ``scenarios``, sorted.
+        encode: Texts -> unit vectors (default :func:`model_export.item_text.encode_texts`).
 
     Returns:
         The trained model (in eval mode) and its item index.
@@ -152,18 +243,53 @@ def train(
             msg = f"warm start: the model's index lacks {len(missing)} items of the data, e.g. {missing[:3]}"
             raise ValueError(msg)
         cfg = replace(cfg, model=init[0].cfg)
+    elif items is not None:
+        items = list(items)
+        missing = sorted({i for s in seqs.values() for i in s} - set(items))
+        if missing:
+            msg = f"the item index lacks {len(missing)} items of the data, e.g. {missing[:3]}"
+            raise ValueError(msg)
     else:
         items = item_index(seqs)
     row = {item: r for r, item in enumerate(items, start=1)}
-    x, y = _windows(([row[i] for i in s] for s in seqs.values()), cfg.model.max_len)
+    if scenario_names is not None:
+        names = list(scenario_names)
+    else:
+        names = sorted({sc for seq in (scenarios or {}).values() for sc in seq})
+    vocab = scenario_vocab(names)
+
+    def context(user: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        ts, sc = (times or {}).get(user), (scenarios or {}).get(user)
+        gaps = gap_buckets(ts) if ts is not None and len(ts) == n else np.ones(n, dtype=np.int64)
+        ids = scenario_ids(sc, vocab) if sc is not None and len(sc) == n else np.full(n, 1, dtype=np.int64)
+        return gaps, ids
+
+    x, y, g, c = _windows(
+        (([row[i] for i in s], *context(u, len(s))) for u, s in seqs.items()), cfg.model.max_len
+    )
     if len(x) == 0:
         raise NotEnoughDataError("no user has two events, so there is no next item to learn")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     torch.set_num_threads(_threads())
     device = torch.device(cfg.device)
-    model = (init[0] if init is not None else SASRec(len(items), cfg.model)).to(device)
+    if init is not None:
+        model = init[0]
+    else:
+        text = _text_features(items, catalog, encode) if cfg.model.text and catalog else None
+        model = SASRec(len(items), cfg.model, len(names), 0 if text is None else text.shape[1])
+        if text is not None:
+            model.set_items(text=torch.from_numpy(text))
+    # Items with training events have an id row; the others (cold) are scored from their text only.
+    has_id = np.zeros(len(items) + 1, dtype=np.float32)
+    has_id[np.unique(y)] = 1.0
+    has_id[np.unique(x)] = 1.0
+    if init is not None:
+        has_id = np.maximum(has_id, model.has_id.numpy())
+    model.set_items(has_id=torch.from_numpy(has_id))
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gt, ct = torch.from_numpy(g).to(device), torch.from_numpy(c).to(device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     t0 = time.perf_counter()
     loss_value, epoch = float("nan"), 0
@@ -173,7 +299,7 @@ def train(
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            loss = model.loss(xt[idx], yt[idx])
+            loss = model.loss(xt[idx], yt[idx], gt[idx], ct[idx], cfg.negatives)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -187,16 +313,39 @@ def train(
             break
     model.eval()
     model.to("cpu")
-    return TrainedModel(model, items, cfg, seed, time.perf_counter() - t0, epoch, loss_value)
+    return TrainedModel(model, items, cfg, seed, time.perf_counter() - t0, epoch, loss_value, names)
 
 
-def evaluate_split(split: Split, config: TrainConfig, seed: int) -> tuple[TrainedModel, dict[str, Any]]:
+def _text_features(
+    items: Sequence[str],
+    catalog: Mapping[str, Mapping[str, Any]],
+    encode: Callable[[list[str]], np.ndarray] | None,
+) -> np.ndarray | None:
+    """Frozen text embeddings of the item index, float32 (N + 1, 384); None if no item has text."""
+    from model_export.item_text import TEXT_DIM, encode_texts, item_text
+
+    encode = encode or encode_texts
+    texts = [item_text(catalog[i]) if i in catalog else "" for i in items]
+    if not any(texts):
+        return None
+    out = np.zeros((len(items) + 1, TEXT_DIM), dtype=np.float32)
+    have = [r for r, t in enumerate(texts) if t]
+    out[[r + 1 for r in have]] = encode([texts[r] for r in have])
+    return out
+
+
+def evaluate_split(
+    split: Split,
+    config: TrainConfig,
+    seed: int,
+    catalog: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[TrainedModel, dict[str, Any]]:
     """Train on a split's training data and measure the model and the popularity baseline on it.
 
     Returns:
         The model, and ``{"sasrec": metrics, "popularity": metrics, "cutoff_ts": ..., "train_seconds": ...}``.
     """
-    trained = train(split.train, config, seed)
+    trained = train_split(split, config, seed, catalog=catalog)
     results: dict[str, Any] = {
         "sasrec": evaluate(trained.ranker(), split, trained.items, config.k),
         "popularity": evaluate(popularity_ranker(split.train, trained.items), split, trained.items, config.k),
@@ -233,6 +382,7 @@ def train_and_export_events(
     seed: int = 0,
     config: TrainConfig | None = None,
     parent: str | None = None,
+    catalog: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Train, evaluate (``time`` and ``loo``), export and parity-check a model from event records.
 
@@ -247,6 +397,7 @@ def train_and_export_events(
         seed: Seed of both trainings.
         config: Training settings; defaults to :class:`TrainConfig`.
         parent: Version this model derives from (recorded in the contract).
+        catalog: ``items`` records by item id, for the text tower (see :func:`train`).
 
     Returns:
         The verified artifact directory.
@@ -259,7 +410,7 @@ def train_and_export_events(
     for protocol in ("time", "loo"):
         split = make_split(events, protocol, cfg.test_fraction)
         print(f"[{name}] {protocol}: training on {sum(map(len, split.train.values()))} events", flush=True)
-        trained, metrics[protocol] = evaluate_split(split, cfg, seed)
+        trained, metrics[protocol] = evaluate_split(split, cfg, seed, catalog)
         if protocol == "loo":
             exported, loo = trained, split
     assert exported is not None and loo is not None and set(metrics) == set(PROTOCOLS)
@@ -281,6 +432,7 @@ def train_and_export_events(
         train_data=train_data,
         parent=parent,
         hyper_parameters=hyper,
+        scenarios=exported.scenarios,
     )
 
 
@@ -313,4 +465,5 @@ def train_and_export(
     data = load_dataset(dataset_name)
     events = data.events[:max_events] if max_events is not None else data.events
     print(f"[{dataset_name}] {len(events)} events loaded in {time.perf_counter() - t0:.1f}s", flush=True)
-    return train_and_export_events(events, out_dir, name=dataset_name, seed=seed, config=cfg)
+    catalog = {str(r["item_id"]): r for r in data.items}
+    return train_and_export_events(events, out_dir, name=dataset_name, seed=seed, config=cfg, catalog=catalog)

@@ -47,7 +47,7 @@ from model_export.event_log import EventLog
 from model_export.export import export_artifact, load_model
 from model_export.item_text import encode_texts, item_text
 from model_export.registry import Registry
-from model_export.train import TrainConfig, TrainedModel, describe_training_data, train
+from model_export.train import TrainConfig, TrainedModel, describe_training_data, train_split
 from streamrec.config import TrainerConfig
 
 DECISION_LOG = "trainer.jsonl"
@@ -262,6 +262,7 @@ def _run(
             train_data=train_data,
             parent=serving,
             hyper_parameters=hyper,
+            scenarios=trained.scenarios,
         )
         # Both models through their exported ONNX graphs, as the stream would score them.
         rank, items = artifact_ranker(staged)
@@ -328,7 +329,8 @@ def _candidate(
                 flush=True,
             )
         cfg = replace(base, epochs=config.epochs)
-        return train(split.train, cfg, config.seed), {"from": None, "reason": why}
+        trained = train_split(split, cfg, config.seed, catalog=log.items(), encode=encode)
+        return trained, {"from": None, "reason": why}
     counts = Counter(item for seq in split.train.values() for item in seq)
     known = set(parent.items)
     new_items = sorted(item for item in counts if item not in known)
@@ -344,7 +346,7 @@ def _candidate(
         flush=True,
     )
     cfg = replace(base, epochs=config.fine_tune_epochs)
-    trained = train(split.train, cfg, config.seed, init=(grown, items))
+    trained = train_split(split, cfg, config.seed, init=(grown, items), scenario_names=parent.scenarios)
     return trained, {"from": serving, **asdict(stats)}
 
 

@@ -15,8 +15,9 @@ CPU; the one in use is in :attr:`Scorer.provider`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -24,10 +25,12 @@ from onnx import TensorProto, helper
 
 from model_export.artifact import (
     MODEL_FILE,
-    left_pad,
     load_contract,
     read_item_embeddings,
     read_items,
+    read_text_projection,
+    scenario_vocab,
+    tower_inputs,
     verify_artifact,
 )
 
@@ -162,8 +165,9 @@ class Scorer:
         self.version = c.model_version
         self.max_len = c.max_len
         self._pad = c.padding_id
-        self._input = c.inputs[0].name
+        self._inputs = [t.name for t in c.inputs]
         self._output = c.outputs[0].name
+        self._vocab = scenario_vocab(c.scenarios)
         items = read_items(self.path, c)
         self._ids: list[str] = [str(i) for i in items[1:]]  # row r is self._ids[r - 1]
         self._row = {item: r for r, item in enumerate(self._ids, start=1)}
@@ -171,21 +175,74 @@ class Scorer:
         self._blocked = np.zeros(c.n_items + 1, dtype=bool)
         self._blocked[self._pad] = True
         self._bias = self._blocked_bias()
-        probe = {self._input: left_pad([[1]], self.max_len, self._pad)}
+        self._threads = intra_op_threads
+        probe = tower_inputs([[1]], [None], [None], self.max_len, self._vocab, self._inputs)
         self._sess = _session(self.path / MODEL_FILE, probe, prefer_gpu, intra_op_threads)
         self.provider: str = self._sess.get_providers()[0]
-        # onnxruntime copies the item matrix into the scoring session: no copy of ours is kept.
-        emb_t = np.ascontiguousarray(read_item_embeddings(self.path, c).T)  # (d, N + 1)
+        self._emb = read_item_embeddings(self.path, c)  # (N + 1, d); grows with add_items
+        self._text: tuple[np.ndarray, np.ndarray] | None = read_text_projection(self.path, c)
+        self._encoder: Any = None  # serving.text_encoder.TextEncoder, loaded on the first add_items
+        self._build_scoring()
+
+    def _build_scoring(self) -> None:
+        """(Re)build the item-scoring session over the current item matrix."""
+        emb_t = np.ascontiguousarray(self._emb.T)  # (d, rows)
+        n_rows, dim = self._emb.shape[0], self._emb.shape[1]
         probe = {
-            _VEC: np.zeros((1, c.embedding_dim), dtype=np.float32),
+            _VEC: np.zeros((1, dim), dtype=np.float32),
             _BIAS: self._bias,
             _K: np.ones(1, dtype=np.int64),
         }
-        graph = _scoring_graph(c.n_items + 1, c.embedding_dim)
         self._score_sess = _session(
-            graph, probe, self.provider == CUDA, intra_op_threads, {_ITEMS: ort.OrtValue.ortvalue_from_numpy(emb_t)}
+            _scoring_graph(n_rows, dim),
+            probe,
+            self.provider == CUDA,
+            self._threads,
+            {_ITEMS: ort.OrtValue.ortvalue_from_numpy(emb_t)},
         )
         self.max_score_bytes = MAX_SCORE_BYTES_CUDA if self._score_sess.get_providers()[0] == CUDA else MAX_SCORE_BYTES
+
+    @property
+    def embeds_text(self) -> bool:
+        """Whether the artifact can give new items a row from their text (:meth:`add_items`)."""
+        return self._text is not None
+
+    def add_items(self, texts: Mapping[str, str]) -> int:
+        """Make items the model has not seen recommendable from their text alone (the cold-start path).
+
+        Each item's row is its text embedding (the artifact's encoder) through the artifact's
+        projection: the row the trained model gives an item without an id row. Items already known,
+        or without text, are skipped. The histories the graph reads still skip these items (its own
+        item table is fixed at export); the next trained version learns their ids.
+
+        Args:
+            texts: Item id -> text (:func:`model_export.item_text.item_text` of its ``items`` record).
+
+        Returns:
+            How many items were added.
+        """
+        new = [(i, t) for i, t in texts.items() if t and i not in self._row]
+        if not new or self._text is None:
+            return 0
+        if self._encoder is None:
+            from serving.text_encoder import TextEncoder
+
+            assert self.contract.text_encoder_file is not None
+            self._encoder = TextEncoder(
+                self.path / self.contract.text_encoder_file,
+                prefer_gpu=self.provider == CUDA,
+                intra_op_threads=self._threads,
+            )
+        weight, bias = self._text
+        rows = (self._encoder.encode([t for _, t in new]) @ weight + bias).astype(np.float32)  # (m, d)
+        for item_id, _ in new:
+            self._ids.append(item_id)
+            self._row[item_id] = len(self._ids)
+        self._emb = np.concatenate([self._emb, rows])
+        self._blocked = np.concatenate([self._blocked, np.zeros(len(new), dtype=bool)])
+        self._bias = self._blocked_bias()
+        self._build_scoring()
+        return len(new)
 
     @property
     def item_ids(self) -> list[str]:
@@ -216,16 +273,31 @@ class Scorer:
         """The scoring graph's ``bias``: float32 (N + 1,), -inf on blocked rows, else 0."""
         return np.where(self._blocked, np.float32(-np.inf), np.float32(0)).astype(np.float32)
 
-    def user_vectors(self, histories: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[list[int]]]:
-        """One onnxruntime call for a batch; unknown ids skipped.
+    def user_vectors(
+        self,
+        histories: Sequence[Sequence[str]],
+        times: Sequence[Sequence[int]] | None = None,
+        scenarios: Sequence[Sequence[str | None]] | None = None,
+    ) -> tuple[np.ndarray, list[list[int]]]:
+        """One onnxruntime call for a batch; ids the graph does not know are skipped.
+
+        Args:
+            histories: Item ids, oldest first.
+            times: Their event times (epoch ms), aligned (None: no time-gap information).
+            scenarios: Their scenarios, aligned (None: unknown).
 
         Returns:
             User vectors float32 (B, d) (rows of empty histories are undefined) and each history's rows.
         """
-        rows = [[self._row[i] for i in h if i in self._row] for h in histories]
+        n_graph = self.contract.n_items  # rows added by add_items are not in the graph's own table
+        keep = [[j for j, i in enumerate(h) if self._row.get(i, n_graph + 1) <= n_graph] for h in histories]
+        rows = [[self._row[h[j]] for j in kept] for h, kept in zip(histories, keep, strict=True)]
         if not rows:
             return np.zeros((0, self.contract.embedding_dim), dtype=np.float32), rows
-        (vec,) = self._sess.run([self._output], {self._input: left_pad(rows, self.max_len, self._pad)})
+        ts = [None if times is None else [times[b][j] for j in kept] for b, kept in enumerate(keep)]
+        sc = [None if scenarios is None else [scenarios[b][j] for j in kept] for b, kept in enumerate(keep)]
+        feed = tower_inputs(rows, ts, sc, self.max_len, self._vocab, self._inputs)
+        (vec,) = self._sess.run([self._output], feed)
         return vec, rows
 
     def score(
@@ -233,6 +305,8 @@ class Scorer:
         histories: Sequence[Sequence[str]],
         k: int,
         exclude: Sequence[Collection[str]] | None = None,
+        times: Sequence[Sequence[int]] | None = None,
+        scenarios: Sequence[Sequence[str | None]] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-k items for each history, best first.
 
@@ -240,6 +314,8 @@ class Scorer:
             histories: Each user's recent item ids, oldest first (any length: the newest max_len are read).
             k: Items per user (fewer if fewer are recommendable).
             exclude: Item ids never to return per user; default: the user's own history.
+            times: Event times aligned with ``histories`` (epoch ms), for the time-gap input.
+            scenarios: Scenarios aligned with ``histories``, for the scenario input.
 
         Returns:
             ``[(item_id, score), ...]`` per user; ``[]`` for a user none of whose items the model
@@ -250,7 +326,7 @@ class Scorer:
             raise ValueError(msg)
         if k <= 0 or not histories:
             return [[] for _ in histories]
-        vec, rows = self.user_vectors(histories)
+        vec, rows = self.user_vectors(histories, times, scenarios)
         return self._top_k(vec, rows, histories, k, exclude)
 
     def _top_k(

@@ -152,8 +152,9 @@ def test_grown_table_keeps_known_rows_and_every_other_weight() -> None:
     assert cos(table[-2].numpy() - mean, a - mean) > 0.5
     torch.testing.assert_close(table[-1], torch.from_numpy(rows.mean(0)))
     for name, value in grown.state_dict().items():
-        if name != "item_emb.weight":
+        if name not in ("item_emb.weight", "has_id", "text_feat"):
             assert torch.equal(value, before[name]), name
+    assert grown.has_id.tolist() == [0.0] + [1.0] * (len(items) + 2)  # an id-only model: every row is an id row
     assert all(torch.equal(v, before[k]) for k, v in parent.state_dict().items())  # the parent is untouched
     with pytest.raises(ValueError, match="must not be in"):
         grow_item_table(parent, items, ["k0"], texts, counts, encode_texts)

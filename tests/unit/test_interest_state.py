@@ -40,7 +40,8 @@ def test_counts_events_and_keeps_max_ts() -> None:
 def test_recent_keeps_last_l_in_event_time_order() -> None:
     s = run(*(ev(f"i{n}", T0 + n) for n in range(6)))
     assert s.recent_items() == ["i3", "i4", "i5"]
-    assert s.recent == [(T0 + 3, "i3"), (T0 + 4, "i4"), (T0 + 5, "i5")]
+    assert s.recent == [(T0 + 3, "i3", "default"), (T0 + 4, "i4", "default"), (T0 + 5, "i5", "default")]
+    assert s.recent_times() == [T0 + 3, T0 + 4, T0 + 5] and s.recent_scenarios() == ["default"] * 3
 
 
 def test_out_of_order_event_lands_at_its_time_position() -> None:
@@ -195,3 +196,7 @@ def test_state_survives_pickle_and_an_older_pickle_gets_new_fields_defaults() ->
     restored.__setstate__((None, old))
     assert restored.last_action is None
     assert restored.recent == state.recent and restored.events == 2
+    # ... and one pickled when recent entries were (ts, item_id) gets the default scenario.
+    older = {**old, "recent": [(ts, item) for ts, item, _ in state.recent]}
+    restored.__setstate__((None, older))
+    assert restored.recent_scenarios() == ["default", "default"] and restored.recent_items() == ["a", "b"]

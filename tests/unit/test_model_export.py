@@ -14,7 +14,10 @@ from model_export.artifact import (
     ITEMS_FILE,
     MODEL_FILE,
     WEIGHTS_FILE,
+    gap_buckets,
     load_contract,
+    scenario_ids,
+    tower_inputs,
     verify_artifact,
 )
 from model_export.datasets import load_dataset
@@ -81,15 +84,20 @@ def test_onnx_matches_torch_for_every_batch_size(artifact: Path) -> None:
     assert contract.parity["max_abs_diff"] <= PARITY_TOLERANCE
     sess = ort.InferenceSession(str(artifact / MODEL_FILE), providers=["CPUExecutionProvider"])
     batch = parity_batch(contract.n_items, contract.max_len, seed=1)
-    full = sess.run(["user_vector"], {"item_seq": batch})[0]
+    ts = [np.arange(len(r)) * 60_000 for r in batch]  # one event a minute
+    names = [t.name for t in contract.inputs]
+    feed = tower_inputs(list(batch), ts, [["web"] * len(r) for r in batch], contract.max_len, {"web": 2}, names)
+    full = sess.run(["user_vector"], feed)[0]
     assert full.shape == (len(batch), contract.embedding_dim)
-    one = sess.run(["user_vector"], {"item_seq": batch[-1:]})[0]
+    one = sess.run(["user_vector"], {name: v[-1:] for name, v in feed.items()})[0]
     np.testing.assert_allclose(one[0], full[-1], atol=PARITY_TOLERANCE)
 
 
 def test_contract_describes_the_files(artifact: Path) -> None:
     c = load_contract(artifact)
-    assert [(t.name, t.dtype, t.shape) for t in c.inputs] == [("item_seq", "int64", ["batch", 8])]
+    assert [(t.name, t.dtype, t.shape) for t in c.inputs] == [
+        (name, "int64", ["batch", 8]) for name in ("item_seq", "time_gaps", "scenarios")
+    ]
     assert [(t.name, t.dtype, t.shape) for t in c.outputs] == [("user_vector", "float32", ["batch", 16])]
     items = json.loads((artifact / ITEMS_FILE).read_text())
     assert items[0] is None and len(items) == c.n_items + 1 == 31
@@ -182,7 +190,8 @@ def test_verify_refuses_a_contract_that_disagrees_with_the_graph(artifact: Path,
     bad = copy_artifact(artifact, tmp_path / "bad")
     data = json.loads((bad / CONTRACT_FILE).read_text())
     data["max_len"] = 9
-    data["inputs"][0]["shape"] = ["batch", 9]
+    for spec in data["inputs"]:
+        spec["shape"] = ["batch", 9]
     (bad / CONTRACT_FILE).write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="not the contract's"):
         verify_artifact(bad)
@@ -199,3 +208,39 @@ def test_export_is_one_self_contained_onnx_file(tmp_path: Path) -> None:
     model = SASRec(1700, ModelConfig()).eval()  # ML-100k size: the exporter's default splits weights out
     export_onnx(model, tmp_path / "m.onnx")
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_time_gaps_and_scenarios_are_encoded_as_the_contract_says() -> None:
+    from model_export import artifact, model
+
+    assert model.GAP_BUCKETS == artifact.GAP_BUCKETS
+    # first event: 1; same second: 2; 1 s: 3; an hour (3600 s): 2 + floor(log2(3601)) = 13; decades: capped
+    ts = [0, 0, 1_000, 3_601_000, 10**13]
+    assert gap_buckets(ts).tolist() == [1, 2, 3, 13, artifact.GAP_BUCKETS - 1]
+    assert gap_buckets([]).tolist() == [] and gap_buckets([5]).tolist() == [1]
+    assert scenario_ids(["web", "app", None, "tv"], {"web": 2, "app": 3}).tolist() == [2, 3, 1, 1]
+    feed = tower_inputs([[4, 5, 6]], [[0, 1_000, 2_000]], [["web", "app", "web"]], 2, {"web": 2, "app": 3},
+                        ["item_seq", "time_gaps", "scenarios"])
+    # the newest max_len items, left-padded; the oldest kept one keeps its gap to the one before it
+    assert feed["item_seq"].tolist() == [[5, 6]] and feed["time_gaps"].tolist() == [[3, 3]]
+    assert feed["scenarios"].tolist() == [[3, 2]]
+
+
+def test_scenario_conditions_the_model() -> None:
+    """Two surfaces where the same history leads to different items: only the scenario input tells them apart."""
+    seqs, scen, times = {}, {}, {}
+    for u in range(60):
+        web = u % 2 == 0
+        seqs[f"u{u}"] = ["a", "b", "c", "w" if web else "x"] * 3
+        scen[f"u{u}"] = ["web" if web else "app"] * 12
+        times[f"u{u}"] = list(range(0, 12_000, 1_000))
+    cfg = TrainConfig(model=ModelConfig(max_len=8, d=16, n_blocks=1, dropout=0.0), epochs=40, batch_size=32)
+    trained = train(seqs, cfg, seed=0, times=times, scenarios=scen)
+    row = {item: r for r, item in enumerate(trained.items, start=1)}
+    hist = [row[i] for i in ["a", "b", "c"]]
+    from model_export.evaluate import History
+
+    ranks = trained.ranker()(
+        [History(np.array(hist), np.array([0, 1000, 2000]), (s,) * 3, 3000, s) for s in ("web", "app")]
+    )
+    assert ranks[0, row["w"]] > ranks[0, row["x"]] and ranks[1, row["x"]] > ranks[1, row["w"]]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.artifact import left_pad
+from model_export.artifact import tower_inputs
 from model_export.export import export_artifact
 from model_export.model import ModelConfig, SASRec
 from model_export.train import TrainConfig, train
@@ -32,11 +32,15 @@ def scorer(trained: tuple[SASRec, Path]) -> Scorer:
     return Scorer(trained[1], prefer_gpu=False)
 
 
-def torch_topk(model: SASRec, history: list[str], k: int, exclude: set[str]) -> list[str]:
+def torch_topk(
+    model: SASRec, history: list[str], k: int, exclude: set[str], times: list[int] | None = None
+) -> list[str]:
     row = {item: r for r, item in enumerate(sorted(ITEMS), start=1)}
-    seq = torch.from_numpy(left_pad([[row[i] for i in history if i in row]], model.cfg.max_len))
+    names = ["item_seq", "time_gaps", "scenarios"]
+    feed = tower_inputs([[row[i] for i in history]], [times], [None], model.cfg.max_len, {}, names)
     with torch.no_grad():
-        scores = (model.user_vector(seq) @ model.item_matrix().T)[0].numpy()
+        user = model.user_vector(*(torch.from_numpy(feed[n]) for n in names))
+        scores = (user @ model.item_matrix().T)[0].numpy()
     scores[0] = -np.inf
     scores[[row[i] for i in exclude]] = -np.inf
     ids = [None, *sorted(ITEMS)]
@@ -55,11 +59,12 @@ def test_same_topk_as_torch_and_seen_excluded(
 ) -> None:
     rng = np.random.default_rng(batch)
     histories = [list(rng.choice(ITEMS, size=int(rng.integers(1, 12)), replace=False)) for _ in range(batch)]
-    out = scorer.score(histories, k=10)
+    times = [sorted(rng.integers(0, 10**10, size=len(h)).tolist()) for h in histories]
+    out = scorer.score(histories, k=10, times=times)
     assert len(out) == batch
-    for h, recs in zip(histories, out, strict=True):
+    for h, t, recs in zip(histories, times, out, strict=True):
         ids = [i for i, _ in recs]
-        assert ids == torch_topk(trained[0], h, 10, set(h))
+        assert ids == torch_topk(trained[0], h, 10, set(h), t)
         assert not set(ids) & set(h)
         scores = [s for _, s in recs]
         assert scores == sorted(scores, reverse=True)

@@ -27,7 +27,7 @@ from model_export.artifact import (
 )
 from model_export.errors import ArtifactError
 from model_export.event_log import MemoryEventLog
-from model_export.export import PARITY_TOLERANCE, export_artifact, load_model, parity_batch, save_weights
+from model_export.export import PARITY_TOLERANCE, export_artifact, load_model, parity_inputs, save_weights
 from model_export.model import ModelConfig, SASRec
 from model_export.registry import Registry
 from model_export.train import TrainConfig, train
@@ -76,11 +76,12 @@ def test_weights_round_trip(artifact: Path) -> None:
     assert loaded is not None and loaded.items == list("abcde")
     assert loaded.model.cfg == ModelConfig(max_len=4, d=8, n_blocks=1) and loaded.model.n_items == 5
     # the rebuilt module computes what the exported graph computes
-    batch = parity_batch(5, 4, seed=3)
+    feed = parity_inputs(loaded.model, seed=3)
+    assert list(feed) == [t.name for t in contract.inputs]
     sess = ort.InferenceSession(str(artifact / MODEL_FILE), providers=["CPUExecutionProvider"])
-    (graph,) = sess.run(["user_vector"], {"item_seq": batch})
+    (graph,) = sess.run(["user_vector"], feed)
     with torch.no_grad():
-        eager = loaded.model.user_vector(torch.from_numpy(batch)).numpy()
+        eager = loaded.model.user_vector(*(torch.from_numpy(v) for v in feed.values())).numpy()
     np.testing.assert_allclose(eager, graph, atol=PARITY_TOLERANCE)
     np.testing.assert_array_equal(loaded.model.item_matrix().detach().numpy(), np.load(artifact / EMBEDDINGS_FILE))
 
@@ -129,7 +130,7 @@ def test_warm_start_continues_from_the_given_weights_and_index() -> None:
     cfg = TrainConfig(model=ModelConfig(max_len=99), epochs=1, batch_size=4, lr=1e-4)
     tm = train(seqs, cfg, seed=0, init=(start, index))
     assert tm.model is start and tm.items == index and tm.config.model == start.cfg
-    moved = max(float((v - before[k]).abs().max()) for k, v in tm.model.state_dict().items() if v.is_floating_point())
+    moved = max(float((v - before[k]).abs().max()) for k, v in tm.model.named_parameters())
     assert 0 < moved < 1e-2  # trained, but from where it started
     with pytest.raises(ValueError, match="lacks 1 items"):
         train({"u": ["i0", "new"]}, cfg, init=(start, index))
@@ -261,7 +262,7 @@ def test_fine_tune_starts_from_the_parent_and_grows_new_items_from_text(runs: tu
     assert child.items[:30] == parent.items and sorted(child.items[30:]) == [f"i{k}" for k in range(30, 40)]
     # Two epochs from the parent's weights stay close to them; a model from scratch would not.
     for name, value in parent.model.state_dict().items():
-        if value.is_floating_point() and value.dim() == 2 and name != "item_emb.weight":
+        if value.is_floating_point() and value.dim() == 2 and name not in ("item_emb.weight", "text_feat"):
             p, c = value.flatten(), child.model.state_dict()[name].flatten()
             assert float(torch.nn.functional.cosine_similarity(p, c, dim=0)) > 0.5, name
     metrics = contract.metrics["window"]
