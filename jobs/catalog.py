@@ -16,7 +16,8 @@ from pyflink.datastream.state import MapStateDescriptor
 from jobs.errors import InvalidRecordError
 from jobs.events import dead_letter, parse_item
 from jobs.kafka_io import DLQ_TAG
-from serving.store import connect, execute_with_retry, item_hash, key
+from jobs.redis_io import StreamRedis
+from serving.store import item_hash, key
 from streamrec.config import Settings
 
 # item id -> categories, broadcast to the interest stage (checkpointed with it).
@@ -34,8 +35,7 @@ class PublishItems(ProcessFunction):
         self.settings = settings
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        r = self.settings.redis
-        self.redis = connect(r.url, r.username, r.password.get_secret_value() if r.password else None)
+        self.redis = StreamRedis(self.settings, runtime_context)  # bounded retries + metrics, as the writer's
 
     def close(self) -> None:
         self.redis.close()
@@ -52,8 +52,7 @@ class PublishItems(ProcessFunction):
             return
         item_key = key("item", item.item_id)
         # Replace, not merge: an upsert that drops a field must not leave the old value behind.
-        execute_with_retry(
-            self.redis,
+        self.redis.execute(
             [("delete", (item_key,), {}), ("hset", (item_key,), {"mapping": item_hash(item.to_dict())})],
         )
         yield item

@@ -4,6 +4,10 @@ An event is one JSON object (key = user id): ``user_id`` (str), ``item_id`` (str
 ``type`` (view|click|cart|purchase|rating|skip), ``ts`` (epoch ms, event time), optional ``value`` (number),
 ``scenario`` (str), ``context`` (object). Unknown fields are kept. A record that fails validation becomes a
 dead-letter record (see :func:`dead_letter`) on ``events.dlq`` holding the original bytes and the reason.
+
+One control record shares the topic: ``{"user_id": ..., "type": "forget", "ts": <epoch ms>}`` (no ``item_id``),
+the user's right to be forgotten. Keyed by the user id like the user's events, it is ordered after them; the job
+then clears the user's state and Redis keys, and the trainer's event log drops every earlier event of the user.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +23,8 @@ from typing import Any
 from jobs.errors import InvalidRecordError
 
 EVENT_TYPES = frozenset({"view", "click", "cart", "purchase", "rating", "skip"})
+# The control record of a user's right to be forgotten (not an action: ``item_id`` is not required).
+FORGET = "forget"
 MAX_ID_CHARS = 256
 MAX_SCENARIO_CHARS = 64
 MAX_RECORD_BYTES = 64 * 1024
@@ -42,6 +49,8 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """The wire form (unknown fields included)."""
         out: dict[str, Any] = {**self.extra, "user_id": self.user_id, "item_id": self.item_id}
+        if self.type == FORGET and not self.item_id:
+            del out["item_id"]
         out.update(type=self.type, ts=self.ts)
         for name in ("value", "scenario", "context"):
             if getattr(self, name) is not None:
@@ -79,24 +88,41 @@ def _reject_constant(name: str) -> None:
     raise InvalidRecordError(f"{name} is not valid JSON")
 
 
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): alone, it decodes to a string UTF-8 cannot encode.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _loads(raw: bytes) -> Any:
     try:
+        # Strict UTF-8: json.loads(bytes) would also take UTF-16/32 and UTF-8-encoded surrogates.
+        text = raw.decode()
         # NaN/Infinity are Python extensions that strict JSON readers of our outputs would choke on.
-        return json.loads(raw, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise InvalidRecordError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, and ints over Python's digit limit
         raise InvalidRecordError(f"not JSON: {exc}") from exc
+    if _SURROGATE_ESCAPE.search(text):  # rare: then check every string (a valid pair is fine)
+        try:
+            json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidRecordError("a string is not valid Unicode (lone surrogate escape)") from exc
+        except RecursionError as exc:
+            raise InvalidRecordError("not JSON: nested too deeply") from exc
+    return obj
 
 
 def validate_event(obj: Any, now_ms: int | None = None) -> Event:
     """Check a decoded JSON value against the schema; raises InvalidRecordError with the reason."""
     if not isinstance(obj, dict):
         raise InvalidRecordError(f"an event must be a JSON object, got {type(obj).__name__}")
-    user_id, item_id = _id(obj, "user_id"), _id(obj, "item_id")
     etype = obj.get("type")
-    if not isinstance(etype, str) or etype not in EVENT_TYPES:
-        raise InvalidRecordError(f"field 'type' must be one of {sorted(EVENT_TYPES)}, got {etype!r:.60}")
+    forget = etype == FORGET and "item_id" not in obj  # a forget record needs no item
+    user_id, item_id = _id(obj, "user_id"), "" if forget else _id(obj, "item_id")
+    if not isinstance(etype, str) or (etype not in EVENT_TYPES and etype != FORGET):
+        raise InvalidRecordError(
+            f"field 'type' must be one of {sorted(EVENT_TYPES)} or {FORGET!r}, got {etype!r:.60}"
+        )
     ts = obj.get("ts")
     if isinstance(ts, bool) or not isinstance(ts, int):
         raise InvalidRecordError("field 'ts' must be an integer (epoch milliseconds)")
@@ -105,9 +131,14 @@ def validate_event(obj: Any, now_ms: int | None = None) -> Event:
         raise InvalidRecordError(f"field 'ts' {ts} is negative or more than a day in the future")
     value = obj.get("value")
     if value is not None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidRecordError("field 'value' must be a finite number")
-        value = float(value)
+        try:
+            value = float(value)  # an integer beyond float range overflows
+        except OverflowError as exc:
+            raise InvalidRecordError("field 'value' must be a finite number") from exc
+        if not math.isfinite(value):
+            raise InvalidRecordError("field 'value' must be a finite number")
     scenario = obj.get("scenario")
     if scenario is not None:
         if not isinstance(scenario, str) or not scenario or len(scenario) > MAX_SCENARIO_CHARS:

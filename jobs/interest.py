@@ -32,7 +32,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs.catalog import CATALOG, CATALOG_IDS, PublishItems
 from jobs.errors import InvalidRecordError
-from jobs.events import Event, Item, dead_letter, parse_event
+from jobs.events import FORGET, Event, Item, dead_letter, parse_event
 from jobs.kafka_io import DLQ_TAG, KAFKA_BYTES
 from streamrec.config import JobConfig, Settings
 
@@ -41,6 +41,7 @@ TYPE_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "skip": 
 RATING_MIDPOINT = 2.5
 MS_PER_HOUR = 3_600_000
 JOB_NAME = "streamrec-interest"
+DEFAULT_SCENARIO = "default"  # of events without one (model_export.evaluate.DEFAULT_SCENARIO)
 
 
 @dataclass(slots=True)
@@ -50,8 +51,8 @@ class UserState:
     user_id: str
     events: int = 0
     last_ts: int = 0
-    # (ts, item_id), in event-time order, the last `recent_items` only.
-    recent: list[tuple[int, str]] = field(default_factory=list)
+    # (ts, item_id, scenario), in event-time order, the last `recent_items` only.
+    recent: list[tuple[int, str, str]] = field(default_factory=list)
     # Every item the user interacted with (insertion-ordered, capped): never recommended back.
     seen: dict[str, None] = field(default_factory=dict)
     # Time-decayed interest per facet ("scenario:web", "category:Drama"), valid at `interests_ts`.
@@ -71,14 +72,34 @@ class UserState:
             else:
                 value = f.default_factory() if f.default_factory is not MISSING else f.default
             setattr(self, f.name, value)
+        # Entries before the scenario was kept were (ts, item_id).
+        self.recent = [e if len(e) == 3 else (e[0], e[1], DEFAULT_SCENARIO) for e in self.recent]
 
     def recent_items(self) -> list[str]:
         """Item ids, oldest first."""
-        return [item for _, item in self.recent]
+        return [e[1] for e in self.recent]
+
+    def recent_times(self) -> list[int]:
+        """Event times of :meth:`recent_items` (epoch ms)."""
+        return [e[0] for e in self.recent]
+
+    def recent_scenarios(self) -> list[str]:
+        """Scenarios of :meth:`recent_items`."""
+        return [e[2] for e in self.recent]
 
     def top_interests(self, n: int) -> dict[str, float]:
         """The n strongest facets (by magnitude: a negative weight is a dislike), strongest first."""
         return dict(sorted(self.interests.items(), key=lambda kv: -abs(kv[1]))[:n])
+
+
+def forgotten(user_id: str) -> UserState:
+    """The tombstone the job emits for a ``forget`` record: ``events == 0``, which no applied event leaves."""
+    return UserState(user_id)
+
+
+def is_forgotten(state: UserState) -> bool:
+    """Whether ``state`` is the tombstone of a forgotten user (see :func:`forgotten`)."""
+    return state.events == 0
 
 
 def event_weight(ev: Event) -> float:
@@ -92,9 +113,9 @@ def apply_event(state: UserState, ev: Event, cfg: JobConfig, facets: tuple[str, 
     """Apply one event to the state, in place. Out-of-order events land at their event-time position."""
     state.events += 1
     state.last_ts = max(state.last_ts, ev.ts)
-    state.last_action = None if ev.type == "skip" else (ev.item_id, ev.scenario or "default")
+    state.last_action = None if ev.type == "skip" else (ev.item_id, ev.scenario or DEFAULT_SCENARIO)
     if ev.type != "skip":
-        entry = (ev.ts, ev.item_id)
+        entry = (ev.ts, ev.item_id, ev.scenario or DEFAULT_SCENARIO)
         if not state.recent or ev.ts >= state.recent[-1][0]:
             state.recent.append(entry)
         else:
@@ -113,7 +134,7 @@ def apply_event(state: UserState, ev: Event, cfg: JobConfig, facets: tuple[str, 
         state.interests_ts = ev.ts
     else:  # a late event counts as much as it would have decayed to by now
         weight *= 0.5 ** ((state.interests_ts - ev.ts) / half_life_ms)
-    for facet in (f"scenario:{ev.scenario or 'default'}", *facets):
+    for facet in (f"scenario:{ev.scenario or DEFAULT_SCENARIO}", *facets):
         state.interests[facet] = state.interests.get(facet, 0.0) + weight
 
 
@@ -160,6 +181,12 @@ class UserInterest(KeyedBroadcastProcessFunction):
         return facets
 
     def process_element(self, ev: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[UserState]:
+        if ev.type == FORGET:
+            # The right to be forgotten: all of the user's keyed state goes (a later event starts afresh), and
+            # the tombstone tells the writer to delete the user's Redis keys.
+            self.state.clear()
+            yield forgotten(ev.user_id)
+            return
         state = self.state.value() or UserState(ev.user_id)
         apply_event(state, ev, self.cfg, self._facets(ev.item_id, ctx))
         self.state.update(state)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyflink.common import Configuration, Types
 from pyflink.common.serialization import ByteArraySchema
@@ -103,6 +104,11 @@ def make_env(settings: Settings) -> StreamExecutionEnvironment:
     conf.set_string("restart-strategy.type", f.restart_strategy)
     if f.restore_from:
         conf.set_string("execution.state-recovery.path", f.restore_from)
+    savepoints = Path(f.savepoint_dir) if f.savepoint_dir.startswith("/") else settings.run_dir / f.savepoint_dir
+    conf.set_string("execution.checkpointing.savepoint-dir", savepoints.as_uri())
+    if f.rest_port and f.cluster is None:  # the MiniCluster's REST API: stop-with-savepoint, metrics
+        conf.set_string("rest.bind-port", str(f.rest_port))
+        conf.set_string("rest.port", str(f.rest_port))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(f.parallelism)
     return env

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.flink_cluster import flink_home, python_path
-from infra.process import log_tail, pid_alive, spawn, stop_pid
+from infra.process import free_port, log_tail, pid_alive, spawn, stop_pid
 from infra.stack import read_state, write_state
 from jobs.errors import JobError
 from streamrec.config import PROJECT_ROOT, Settings
@@ -28,6 +28,13 @@ class JobStartError(JobError):
     def __init__(self, what: str, log: Path | str) -> None:
         tail = log_tail(log) if isinstance(log, Path) else log
         super().__init__(f"the interest job did not start: {what}\n{tail}")
+
+
+class SavepointError(JobError):
+    """A savepoint could not be taken, or the path given is not one."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"savepoint: {what}")
 
 
 def _env(settings: Settings, config_path: str | None) -> dict[str, str]:
@@ -45,10 +52,13 @@ def start(
     say: Any = print,
     timeout: float = 120.0,
     resume: bool = True,
+    from_savepoint: str | None = None,
 ) -> dict[str, Any]:
     """Start the job (MiniCluster in a background process, or ``flink run -d`` against ``cluster``).
 
-    With ``resume`` (the default), it starts from the latest retained checkpoint of an earlier run, if any.
+    With ``resume`` (the default), it starts from the latest retained checkpoint (or savepoint in
+    ``flink.savepoint_dir``) of an earlier run, if any; ``from_savepoint`` names the one to start from instead
+    (an upgrade: the new code and config take over the state by operator uid).
     """
     state = read_state(settings)
     job = state.get("job", {})
@@ -58,13 +68,19 @@ def start(
     log = settings.run_dir / "job.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = _env(settings, config_path)
-    checkpoint = latest_checkpoint(settings) if resume else None
+    if from_savepoint and "://" not in from_savepoint and not (Path(from_savepoint) / "_metadata").is_file():
+        what = f"{from_savepoint} holds no _metadata: pass the path `job stop --savepoint` printed"
+        raise SavepointError(what)
+    checkpoint = from_savepoint or (latest_checkpoint(settings) if resume else None)
     if checkpoint:
         # After a crash or a stop: each event's effect on the state is restored exactly, and Kafka
         # offsets rewind to the checkpoint, so nothing is lost or counted twice.
         env["STREAMREC_FLINK__RESTORE_FROM"] = checkpoint
         say(f"job     resuming from {checkpoint}")
     if cluster is None:
+        # A REST endpoint of its own, so that `job stop --savepoint` and metrics reach the MiniCluster.
+        rest_port = settings.flink.rest_port or free_port()
+        env["STREAMREC_FLINK__REST_PORT"] = str(rest_port)
         start_at = log.stat().st_size if log.exists() else 0
         pid = spawn([sys.executable, "-c", "from jobs.interest import main; main()"], log, env=env, cwd=PROJECT_ROOT)
         deadline = time.monotonic() + timeout
@@ -82,6 +98,7 @@ def start(
             what = f"no job id within {timeout:.0f}s"
             raise JobStartError(what, log)
         job = {"mode": "minicluster", "pid": pid, "job_id": job_id, "log": str(log), "restored_from": checkpoint}
+        job["rest_url"] = f"http://127.0.0.1:{rest_port}"
     else:
         env.update({"STREAMREC_FLINK__CLUSTER": cluster})
         host_port = cluster.split("://", 1)[-1].rstrip("/")
@@ -91,6 +108,7 @@ def start(
             "-m",
             host_port,
             "-d",
+            *(["-s", checkpoint] if checkpoint else []),
             "-py",
             str(PROJECT_ROOT / "jobs" / "interest.py"),
             "-pyexec",
@@ -120,8 +138,9 @@ def start(
     return job
 
 
-def _rest(cluster: str, path: str, method: str = "GET") -> dict[str, Any]:
-    req = urllib.request.Request(cluster + path, method=method)
+def _rest(cluster: str, path: str, method: str = "GET", payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(cluster + path, data=data, method=method, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=5) as resp:
         body = resp.read()
     return json.loads(body) if body else {}
@@ -153,17 +172,81 @@ def stop(settings: Settings, say: Any = print) -> bool:
     return stopped
 
 
+def stop_with_savepoint(
+    settings: Settings, target_dir: str | None = None, say: Any = print, timeout: float = 120.0
+) -> str:
+    """Stop the job with a savepoint (Flink's stop-with-savepoint, REST API); returns the savepoint's path.
+
+    The same call for both modes: the MiniCluster's own REST endpoint (recorded by :func:`start`) or the
+    cluster's. The sources stop, a savepoint is taken, the sinks flush and the job finishes; start the
+    next version with ``start(..., from_savepoint=path)``. ``target_dir`` defaults to ``flink.savepoint_dir``.
+    """
+    state = read_state(settings)
+    job = state.get("job", {})
+    rest = job.get("cluster") or job.get("rest_url")
+    if not (rest and job.get("job_id") and status(settings)["running"]):
+        raise SavepointError("the job is not running (or was started without a REST endpoint): nothing to stop")
+    target = Path(target_dir).resolve() if target_dir else savepoint_dir(settings)
+    target.mkdir(parents=True, exist_ok=True)
+    job_id = job["job_id"]
+    try:
+        trigger = _rest(rest, f"/jobs/{job_id}/stop", "POST", {"targetDirectory": target.as_uri(), "drain": False})
+        deadline = time.monotonic() + timeout
+        while True:
+            result = _rest(rest, f"/jobs/{job_id}/savepoints/{trigger['request-id']}")
+            if result.get("status", {}).get("id") == "COMPLETED":
+                break
+            if time.monotonic() > deadline:
+                what = f"not completed within {timeout:.0f}s; the job keeps running"
+                raise SavepointError(what)
+            time.sleep(0.3)
+    except (OSError, ValueError, KeyError) as exc:
+        what = f"the Flink REST API at {rest} failed: {exc}"
+        raise SavepointError(what) from exc
+    operation = result.get("operation", {})
+    if "location" not in operation:
+        cause = operation.get("failure-cause", {}).get("stack-trace", str(operation))
+        what = f"Flink refused: {cause.strip().splitlines()[0] if cause.strip() else cause}"
+        raise SavepointError(what)
+    path = re.sub(r"^file:(//)?", "", operation["location"])
+    # The job is FINISHED now; the MiniCluster's process returns from the job and exits.
+    if job.get("mode") == "minicluster":
+        deadline = time.monotonic() + 30
+        while pid_alive(job.get("pid")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop_pid(job.get("pid"))
+    state.pop("job", None)
+    state["savepoint"] = path
+    write_state(settings, state)
+    say(f"job     stopped with savepoint {path}")
+    return path
+
+
+def _run_path(settings: Settings, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else settings.run_dir / p
+
+
+def savepoint_dir(settings: Settings) -> Path:
+    """Where savepoints go by default (``flink.savepoint_dir``, relative to the run directory)."""
+    return _run_path(settings, settings.flink.savepoint_dir)
+
+
 def latest_checkpoint(settings: Settings) -> str | None:
-    """The newest completed checkpoint (a chk-N folder with _metadata) under the checkpoint dir."""
-    root = Path(settings.flink.checkpoint_dir)
-    root = root if root.is_absolute() else settings.run_dir / root
+    """The newest completed checkpoint (chk-N with _metadata) or savepoint (in ``flink.savepoint_dir``).
+
+    Savepoints count: a stop-with-savepoint finishes the job, and Flink discards a finished job's checkpoints.
+    """
+    root = _run_path(settings, settings.flink.checkpoint_dir)
     done = [p.parent for p in root.glob("*/chk-*/_metadata")]
+    done += [p.parent for p in savepoint_dir(settings).glob("savepoint-*/_metadata")]
     return str(max(done, key=lambda p: p.stat().st_mtime)) if done else None
 
 
 def status(settings: Settings) -> dict[str, Any]:
-    """``{"running", "mode", "job_id", "pids", "checkpoint", "log"}``."""
-    job = read_state(settings).get("job", {})
+    """``{"running", "mode", "job_id", "pids", "checkpoint", "log", "rest_url", "savepoint"}``."""
+    state = read_state(settings)
+    job = state.get("job", {})
     if job.get("mode") == "cluster":
         running = _cluster_job_running(job)
         flink = read_state(settings).get("flink", {})
@@ -178,4 +261,6 @@ def status(settings: Settings) -> dict[str, Any]:
         "pids": pids,
         "checkpoint": latest_checkpoint(settings),
         "log": job.get("log"),
+        "rest_url": job.get("cluster") or job.get("rest_url"),
+        "savepoint": state.get("savepoint"),  # the last one `job stop --savepoint` took
     }

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from jobs.events import Event, validate_event, validate_item
+from jobs.events import FORGET, Event, validate_event, validate_item
 
 
 class EventProducer:
@@ -32,6 +32,20 @@ class EventProducer:
         """Validate and send one event (key = user id, record timestamp = event time); returns it."""
         ev = event if isinstance(event, Event) else validate_event(dict(event))
         self._producer.send(self.events_topic, key=ev.user_id.encode(), value=ev.to_json(), timestamp_ms=ev.ts)
+        return ev
+
+    def forget(self, user_id: str, ts: int | None = None, timeout_s: float = 30.0) -> Event:
+        """Ask the stream to forget a user: a ``forget`` record, returned once Kafka has acknowledged it.
+
+        Keyed by the user id like the user's events, it lands on their partition after them, so the job
+        applies it after everything the user did before (``ts`` default: now, epoch ms).
+
+        Raises:
+            kafka.errors.KafkaError: Kafka did not take the record within ``timeout_s``.
+        """
+        ev = validate_event({"user_id": user_id, "type": FORGET, "ts": int(time.time() * 1000) if ts is None else ts})
+        future = self._producer.send(self.events_topic, key=ev.user_id.encode(), value=ev.to_json(), timestamp_ms=ev.ts)
+        future.get(timeout=timeout_s)
         return ev
 
     def send_raw(self, value: bytes, key: bytes | None = None) -> None:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pyflink.common import Types
@@ -20,17 +20,19 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor
 
 from jobs.catalog import CATALOG_IDS, CATALOG_IDS_KEY
+from jobs.interest import is_forgotten
+from jobs.redis_io import StreamRedis
 from serving.store import (
     RedisOp,
     UserView,
-    connect,
+    decode_item,
     decode_recommendations,
     encode_recommendations,
-    execute_with_retry,
     key,
     online_hits,
     online_metric_ops,
 )
+from serving.text_encoder import item_text
 
 if TYPE_CHECKING:
     from jobs.events import Item
@@ -127,12 +129,14 @@ class RecommendationWriter(KeyedBroadcastProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
-        r = self.settings.redis
-        self.redis = connect(r.url, r.username, r.password.get_secret_value() if r.password else None)
+        # Retries Redis with bounded backoff and counts it (metrics redis_retries, redis_failures, redis_outage_ms).
+        self.redis = StreamRedis(self.settings, runtime_context)
         # Shards whose timers are set: saves a timer registration per element (a JVM call each).
         self.armed: set[int] = set()
         self.catalog: set[str] | None = None  # None: not yet read back from the (restored) broadcast state
         self.restricted: tuple[int, int] | None = None  # (scorer id, catalog size) applied to the scorer
+        # Texts of items that arrived on `items` in this process: a text model embeds the ones it does not know.
+        self.item_texts: dict[str, str] = {}
         self.model = ServingModel(
             str(self.settings.path(self.settings.models.registry_dir)),
             self.settings.job.model_check_interval_s,
@@ -149,9 +153,30 @@ class RecommendationWriter(KeyedBroadcastProcessFunction):
 
     def process_broadcast_element(self, item: Item, ctx: KeyedBroadcastProcessFunction.Context) -> None:
         catalog = self._load_catalog(ctx)
+        self.item_texts[item.item_id] = item_text(item.to_dict())
         if item.item_id not in catalog:
             catalog.add(item.item_id)
             ctx.get_broadcast_state(CATALOG_IDS).put(CATALOG_IDS_KEY, catalog)
+
+    def _embed_new_items(self, scorer: Any, catalog: set[str]) -> None:
+        """Give catalog items the model has never seen a row from their text (a text model only).
+
+        Texts come from the ``items`` records of this process, else (after a restart) from ``item:{id}``.
+        """
+        if not scorer.embeds_text:
+            return
+        unknown = sorted(i for i in catalog if not scorer.knows(i))
+        missing = [i for i in unknown if i not in self.item_texts]
+        if missing:
+            hashes = self.redis.execute([("hgetall", (key("item", i),), {}) for i in missing])
+            for item_id, raw in zip(missing, hashes, strict=True):
+                record = decode_item(raw)
+                self.item_texts[item_id] = item_text(record) if record else ""
+        t0 = time.perf_counter()
+        added = scorer.add_items({i: self.item_texts[i] for i in unknown})
+        if added:
+            log.info("model %s: %d new items embedded from their text in %.2fs", scorer.version, added,
+                     time.perf_counter() - t0)
 
     def process_element(self, state: UserState, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[bytes]:
         self.pending.add(state)
@@ -171,19 +196,32 @@ class RecommendationWriter(KeyedBroadcastProcessFunction):
             return
         latest: dict[str, UserState] = {}
         actions: dict[str, list[tuple[str, str]]] = {}
+        forgotten: set[str] = set()
         for s in states:  # one state per event applied, in order
+            if is_forgotten(s):  # a forget record: nothing the user did before it is written
+                latest.pop(s.user_id, None)
+                forgotten.add(s.user_id)
+                continue
             if s.user_id not in latest or s.events >= latest[s.user_id].events:
                 latest[s.user_id] = s
             action = s.last_action
             if action is not None:
                 actions.setdefault(s.user_id, []).append(action)
-        yield from self.write(list(latest.values()), actions)
+        actions = {u: a for u, a in actions.items() if u not in forgotten}  # no hit-rate count either
+        yield from self.write(list(latest.values()), actions, forgotten)
         self.pending.clear()
 
     def write(
-        self, states: list[UserState], actions: dict[str, list[tuple[str, str]]] | None = None
+        self,
+        states: list[UserState],
+        actions: dict[str, list[tuple[str, str]]] | None = None,
+        forgotten: Collection[str] = (),
     ) -> Iterator[bytes]:
         """Score the batch, write every user's keys in one pipeline, and yield the audit records.
+
+        The keys of ``forgotten`` users (``rec:``, ``user:``) are deleted first in the same pipeline, so that
+        a user who acted again after the forget record gets fresh keys; nothing else is written or audited
+        for the forget itself.
 
         ``actions`` (user -> ``(item_id, scenario)`` of the events since the last write) are first checked
         against the recommendations the users had while acting: the online hit rate in ``metrics:online``.
@@ -193,27 +231,32 @@ class RecommendationWriter(KeyedBroadcastProcessFunction):
         hit_ops: list[RedisOp] = []
         if actions:
             users = list(actions)
-            shown = execute_with_retry(self.redis, [("get", (key("rec", u),), {}) for u in users])
+            shown = self.redis.execute([("get", (key("rec", u),), {}) for u in users])
             hits = online_hits(actions, dict(zip(users, map(decode_recommendations, shown), strict=True)))
             hit_ops = online_metric_ops(hits)
         recs: list[list[tuple[str, float]]] = [[] for _ in states]
         version = ""
         scorer = self.model.get()
         if scorer is not None and self.catalog and self.restricted != (id(scorer), len(self.catalog)):
+            self._embed_new_items(scorer, self.catalog)
             scorer.restrict_to(self.catalog)
             self.restricted = (id(scorer), len(self.catalog))
         if scorer is not None:
             version = self.model.version or scorer.version
             recs = scorer.score(
-                [s.recent_items() for s in states], self.settings.job.top_k, exclude=[s.seen for s in states]
+                [s.recent_items() for s in states],
+                self.settings.job.top_k,
+                exclude=[s.seen for s in states],
+                times=[s.recent_times() for s in states],
+                scenarios=[s.recent_scenarios() for s in states],
             )
-        ops: list[RedisOp] = []
+        ops: list[RedisOp] = [("delete", (key("rec", u), key("user", u)), {}) for u in sorted(forgotten)]
         for s, items in zip(states, recs, strict=True):
             view = UserView(s.user_id, s.events, s.last_ts, s.recent_items(), s.top_interests(TOP_INTERESTS))
             ops.append(("hset", (key("user", s.user_id),), {"mapping": view.to_hash()}))
             if items:
                 ops.append(("set", (key("rec", s.user_id), encode_recommendations(items, version, now_ms)), {}))
-        execute_with_retry(self.redis, ops + hit_ops)
+        self.redis.execute(ops + hit_ops)
         # `written_at`: when Redis acknowledged the batch (the freshness benchmark measures send -> written_at).
         written_ms = int(time.time() * 1000)
         for s, items in zip(states, recs, strict=True):

@@ -19,7 +19,7 @@ import importlib.util
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from model_export.errors import DatasetNotInstalledError, UnknownDatasetError
 
@@ -163,12 +163,48 @@ def sort_events(events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return kept
 
 
+# The control record of a user's right to be forgotten on the events topic (jobs/events.py):
+# ``{"user_id", "type": "forget", "ts"}``. Training data must not keep what came before it.
+FORGET = "forget"
+
+
+_Event = TypeVar("_Event", bound=Mapping[str, Any])
+
+
+def drop_forgotten(events: Iterable[_Event]) -> list[_Event]:
+    """The events minus the forget records and every event of a user at or before that user's latest one.
+
+    "At or before" is taken both ways, so that nothing the user asked us to forget survives: an event that
+    arrived before the user's latest forget record (``events`` must be in arrival order per user: the log's
+    order, as the forget record is keyed by the user like the user's events), or whose ``ts`` is not after
+    the ``ts`` of any of the user's forget records. Later events of the user are kept (they start afresh).
+    """
+    evs = list(events)
+    last_at: dict[str, int] = {}  # user -> position of the latest forget record
+    upto_ts: dict[str, int] = {}  # user -> newest event time of a forget record
+    for n, e in enumerate(evs):
+        if e.get("type") == FORGET:
+            user = str(e.get("user_id"))
+            last_at[user] = n
+            upto_ts[user] = max(upto_ts.get(user, 0), int(e.get("ts") or 0))
+    if not last_at:
+        return evs
+    kept = []
+    for n, e in enumerate(evs):
+        user = str(e.get("user_id"))
+        if e.get("type") == FORGET or (user in last_at and (n < last_at[user] or int(e["ts"]) <= upto_ts[user])):
+            continue
+        kept.append(e)
+    return kept
+
+
 def build_timelines(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, str]]]:
     """Per-user, time-ordered ``(ts, item_id)`` pairs from any iterable of ``events`` records.
 
     Events may come in any order (e.g. read back from Kafka partitions): they are sorted by
     ``ts``, ties in arrival order. ``skip`` events are left out; every other type counts as an
-    interaction, and repeats are kept (the model sees what the user did).
+    interaction, and repeats are kept (the model sees what the user did). A user's ``forget``
+    records drop the user's earlier events (:func:`drop_forgotten`).
 
     Args:
         events: Dicts with at least ``user_id``, ``item_id`` and ``ts`` (epoch ms).
@@ -177,7 +213,7 @@ def build_timelines(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple
         ``{user_id: [(ts, item_id), ...]}`` oldest first, users in order of their first event.
     """
     out: dict[str, list[tuple[int, str]]] = {}
-    for e in sort_events(events):
+    for e in sort_events(drop_forgotten(events)):
         out.setdefault(str(e["user_id"]), []).append((int(e["ts"]), str(e["item_id"])))
     return out
 
@@ -185,3 +221,32 @@ def build_timelines(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple
 def build_sequences(events: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
     """Per-user, time-ordered item ids (oldest first); see :func:`build_timelines` for the rules."""
     return {user: [item for _, item in line] for user, line in build_timelines(events).items()}
+
+
+def k_core(events: Iterable[Mapping[str, Any]], k: int) -> list[Mapping[str, Any]]:
+    """Drop the events of users and of items with fewer than ``k`` interactions: SASRec's preprocessing.
+
+    One pass of counting, as SASRec's own ``data/DataProcessing.py`` does (the counts are not
+    recomputed after the drop, so a few survivors may fall below ``k``). On ML-1M with ``k=5`` it keeps
+    6,040 users and 3,416 items (999,611 ratings) whether or not one iterates, since every ML-1M
+    user has at least 20 ratings. ``skip`` events are no interaction: they are not counted, and are
+    kept only with a kept user and item.
+
+    Args:
+        events: ``events`` topic records, in any order (the order is kept).
+        k: Minimum interactions per user and per item; ``k <= 1`` keeps everything.
+
+    Returns:
+        The kept events, in their input order.
+    """
+    events = list(events)
+    if k <= 1:
+        return events
+    users: dict[str, int] = {}
+    items: dict[str, int] = {}
+    for e in events:
+        if e.get("type") not in NEGATIVE_EVENT_TYPES:
+            u, i = str(e["user_id"]), str(e["item_id"])
+            users[u] = users.get(u, 0) + 1
+            items[i] = items.get(i, 0) + 1
+    return [e for e in events if users.get(str(e["user_id"]), 0) >= k and items.get(str(e["item_id"]), 0) >= k]

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from model_export.datasets import FORGET, drop_forgotten
+
 # Records the stream refused go to the dead-letter topic; the trainer skips what it cannot use.
 _REQUIRED = ("user_id", "item_id", "ts")
 
@@ -46,12 +48,18 @@ def _read_to_end(
 def read_events(
     bootstrap: str, topic: str, timeout_s: float = 60.0, **client_config: Any
 ) -> list[dict[str, Any]]:
-    """Every usable event on ``topic`` up to its current end, in (ts, partition, offset) order."""
+    """Every usable event on ``topic`` up to its current end, in (ts, partition, offset) order.
+
+    A user's ``forget`` record removes the user's earlier events (:func:`~model_export.datasets.drop_forgotten`).
+    """
     rows: list[tuple[int, int, int, dict[str, Any]]] = []
     for partition, offset, value in _read_to_end(bootstrap, topic, timeout_s, client_config):
         ev = _usable(value)
         if ev is not None:
             rows.append((ev["ts"], partition, offset, ev))
+    # rows are in log order per partition, where a user's forget record follows the user's events
+    kept = {id(ev) for ev in drop_forgotten(r[3] for r in rows)}
+    rows = [r for r in rows if id(r[3]) in kept]
     rows.sort(key=lambda r: r[:3])
     return [r[3] for r in rows]
 
@@ -87,6 +95,8 @@ def _usable(raw: bytes) -> dict[str, Any] | None:
         ev = json.loads(raw)
     except ValueError:
         return None
+    if isinstance(ev, dict) and ev.get("type") == FORGET and isinstance(ev.get("user_id"), str):
+        return ev if isinstance(ev.get("ts"), int) else None  # kept for drop_forgotten, which removes it
     if not isinstance(ev, dict) or not all(
         isinstance(ev.get(f), str if f != "ts" else int) for f in _REQUIRED
     ):
@@ -181,7 +191,7 @@ class MemoryEventLog:
 
     def events(self) -> list[dict[str, Any]]:
         usable = [dict(e) for e in self.event_records if _usable(json.dumps(e).encode()) is not None]
-        return sorted(usable, key=lambda e: e["ts"])
+        return sorted(drop_forgotten(usable), key=lambda e: e["ts"])
 
     def items(self) -> dict[str, dict[str, Any]]:
         return {str(it["item_id"]): dict(it) for it in self.item_records}

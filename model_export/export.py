@@ -63,7 +63,7 @@ PARITY_BATCH = 16
 # Layout version of weights.pt (a dict of plain values and tensors, so torch.load(weights_only=True) reads it).
 WEIGHTS_FORMAT = 1
 # Where the text encoder graph is exported once and linked into every text model's artifact.
-TEXT_ENCODER_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "text-encoder"
+TEXT_ENCODER_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "text_encoder"
 
 
 class _UserTower(nn.Module):

@@ -9,11 +9,17 @@ or item a 404, and while Redis is unreachable every endpoint answers 503 (``"sta
 
 Ids travel percent-encoded in the path and may contain ``/`` (MovieLens-1M item ids are titles
 such as ``Face/Off (1997)``); a user id cannot end in ``/recommendations``.
+
+Reads are open. Endpoints that write or delete (``DELETE /v1/users/{id}``) need ``Authorization: Bearer
+<api.token>`` (401 without it or with another token), and answer 403 while no ``api.token`` is set. The API
+reads Redis as ``api.redis_username`` (a read-only ACL user) when set, else as ``redis.username``; a
+deletion therefore goes through the stream: a ``forget`` record on the events topic, which the job applies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hmac
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -21,6 +27,7 @@ import redis
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.store import (
@@ -125,6 +132,18 @@ class OnlineMetrics(BaseModel):
     )
 
 
+class ForgetScheduled(BaseModel):
+    """A deletion accepted: the forget record is on the events topic, and the stream applies it."""
+
+    user_id: str
+    status: Literal["scheduled"] = "scheduled"
+    ts: int = Field(description="event time (epoch ms) of the forget record")
+    detail: str = (
+        "the job deletes rec:{user_id} and user:{user_id} and clears the user's state within seconds; "
+        "training drops every earlier event of the user"
+    )
+
+
 # --- plumbing --------------------------------------------------------------------------------
 
 UserId = Annotated[
@@ -141,6 +160,33 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _redis(request: Request) -> Any:  # noqa: ANN401
     return request.app.state.redis
+
+
+# A `user_id -> forget record` callable that puts a forget record on the events topic (streamrec serve wires
+# the jobs' producer; serving does not import jobs).
+ForgetSender = Callable[[str], Mapping[str, Any]]
+_bearer = HTTPBearer(auto_error=False, description="`api.token`, for endpoints that write or delete")
+
+
+def _writer(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Let a request that writes or deletes through only with the configured token (secure by default)."""
+    token: bytes | None = request.app.state.token
+    if token is None:
+        raise HTTPException(403, "writes are disabled: set api.token")
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token):
+        raise HTTPException(
+            401, "this endpoint needs the header `Authorization: Bearer <api.token>`", {"WWW-Authenticate": "Bearer"}
+        )
+
+
+def redis_credentials(settings: Settings) -> tuple[str | None, str | None]:
+    """The API's Redis identity: ``api.redis_username/password`` when either is set, else ``redis.*``."""
+    a, r = settings.api, settings.redis
+    if a.redis_username or a.redis_password:
+        return a.redis_username, a.redis_password.get_secret_value() if a.redis_password else None
+    return r.username, r.password.get_secret_value() if r.password else None
 
 
 # A redis.Redis; Any because redis-py's annotations union every sync result with its async Awaitable.
@@ -176,12 +222,16 @@ async def _on_redis_down(_: Request, exc: Exception) -> JSONResponse:
 # --- the app ---------------------------------------------------------------------------------
 
 
-def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> FastAPI:
-    """The API on ``redis_client``, or on a client for ``settings.redis`` (closed at shutdown)."""
+def create_app(
+    settings: Settings, redis_client: redis.Redis | None = None, forget: ForgetSender | None = None
+) -> FastAPI:
+    """The API on ``redis_client``, or on a client for ``settings.redis`` (closed at shutdown).
+
+    ``forget`` sends forget records (``DELETE /v1/users/{id}``); without it that endpoint answers 503.
+    """
     owned = redis_client is None
     if redis_client is None:
-        password = settings.redis.password.get_secret_value() if settings.redis.password else None
-        redis_client = connect(settings.redis.url, settings.redis.username, password)
+        redis_client = connect(settings.redis.url, *redis_credentials(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -197,6 +247,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         lifespan=lifespan,
     )
     app.state.redis = redis_client
+    app.state.token = settings.api.token.get_secret_value().encode() if settings.api.token else None
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     # ConnectionError covers refused, reset and auth failures; TimeoutError a Redis that hangs.
     app.add_exception_handler(redis.ConnectionError, _on_redis_down)
@@ -261,6 +312,39 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
             raise HTTPException(404, f"user {user_id!r} is unknown: none of their events reached the stream")
         return UserView(user_id=user_id, **view)
 
+    @app.delete(
+        "/v1/users/{user_id:path}",
+        status_code=202,
+        response_model=ForgetScheduled,
+        responses={
+            401: {"model": Error, "description": "no `Authorization: Bearer <api.token>`, or another token"},
+            403: {"model": Error, "description": "writes are disabled: no api.token is set"},
+            **_ERRORS,
+            503: {"model": Unavailable, "description": "Kafka did not take the forget record; retry later"},
+        },
+        summary="Forget a user (right to be forgotten)",
+        tags=["users"],
+        dependencies=[Depends(_writer)],
+    )
+    def forget_user(user_id: UserId) -> ForgetScheduled | JSONResponse:
+        """Schedule the deletion of everything streamrec keeps of the user. Needs the API token.
+
+        A `forget` record goes to the events topic, keyed by the user id so that it follows the user's earlier
+        events. The job then clears the user's state and deletes `rec:{user_id}` and `user:{user_id}` (a later
+        event of the user starts afresh), and training drops every event of the user up to the record.
+        """
+        if forget is None:
+            return JSONResponse(
+                status_code=503,
+                content=Unavailable(detail="this API has no Kafka producer for forget records").model_dump(),
+            )
+        try:
+            record = forget(user_id)
+        except Exception as exc:  # noqa: BLE001 - whatever the producer raises (Kafka away, timeout): a clear 503
+            detail = f"could not put the forget record on the events topic ({type(exc).__name__}: {exc}); retry"
+            return JSONResponse(status_code=503, content=Unavailable(detail=detail).model_dump())
+        return ForgetScheduled(user_id=user_id, ts=int(record["ts"]))
+
     @app.get(
         "/v1/items/{item_id:path}",
         response_model=Item,
@@ -301,8 +385,8 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     return app
 
 
-def serve(settings: Settings, port: int | None = None) -> None:
+def serve(settings: Settings, port: int | None = None, forget: ForgetSender | None = None) -> None:
     """Serve the API with uvicorn on ``api.host`` and ``port`` (default ``api.port``) until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=settings.api.host, port=port or settings.api.port)
+    uvicorn.run(create_app(settings, forget=forget), host=settings.api.host, port=port or settings.api.port)

@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +32,23 @@ ONLINE_CUTOFF = 10
 def key(kind: KeyKind, ident: str) -> str:
     """The Redis key of a user's recommendations, a user's state view, or an item's display fields."""
     return f"{kind}:{ident}"
+
+
+# Least privilege (Redis 7 ACL rules, for the users `streamrec up` creates): every key above, and for each of
+# streamrec's two identities only the commands it sends (connecting sends SELECT; redis-py's CLIENT SETINFO,
+# which Redis 7.0 lacks, may be refused: the client ignores that).
+_KEY_PATTERNS = (key("rec", "*"), key("user", "*"), key("item", "*"), POPULAR, "model:*", "metrics:*")
+_CONNECT = "+ping +select"
+# The stream's writers (redis.username): the job's writer and catalog stage, and the trainer's and CLI's
+# announcements (model:current/history, popular). No KEYS/SCAN, FLUSH*, CONFIG, or key outside the layout.
+JOB_ACL_RULES = (
+    f"resetchannels -@all {_CONNECT} +get +set +del +hset +hincrby +lpush +multi +exec +discard "
+    + " ".join(f"~{p}" for p in _KEY_PATTERNS)
+)
+# Front-ends and the HTTP API (api.redis_username): the reads of the API, and read-only key access besides.
+API_ACL_RULES = f"resetchannels -@all {_CONNECT} +get +hmget +hgetall " + " ".join(
+    f"%R~{p}" for p in _KEY_PATTERNS
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,43 +156,70 @@ def write_popular(client: Any, items: Sequence[tuple[str, float]], model_version
     client.set(POPULAR, encode_recommendations(items, model_version, computed_at))
 
 
-REDIS_ATTEMPTS = 6
-REDIS_FIRST_BACKOFF_S = 0.2
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff of Redis round trips: sleep ``initial_s``, doubling up to ``max_s``.
+
+    Retries stop once ``give_up_s`` would be exceeded since the first failure: the caller then gets
+    :class:`RedisUnavailableError` (the job's task fails and Flink restarts it from the last checkpoint).
+    """
+
+    initial_s: float = 0.2
+    max_s: float = 5.0
+    give_up_s: float = 60.0
 
 
 class RedisUnavailableError(Exception):
     """Redis stayed unreachable through every retry."""
 
-    def __init__(self, attempts: int, cause: Exception) -> None:
+    def __init__(self, attempts: int, seconds: float, cause: Exception) -> None:
         super().__init__(
-            f"Redis write failed {attempts} times ({cause}); the job restarts from its last checkpoint "
-            f"and retries: check that Redis at the configured redis.url is up"
+            f"Redis write failed {attempts} times over {seconds:.1f}s ({cause}); the job restarts from its last "
+            f"checkpoint and retries: check that Redis at the configured redis.url is up"
         )
 
 
 RedisOp = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 
-def execute_with_retry(client: Any, ops: list[RedisOp]) -> list[Any]:
+def execute_with_retry(
+    client: Any, ops: list[RedisOp], policy: RetryPolicy | None = None, on_retry: Callable[[float], None] | None = None
+) -> list[Any]:
     """Run ops in one pipelined round trip; bounded retries with backoff (the pipeline is rebuilt per attempt).
+
+    Args:
+        client: a ``redis.Redis``.
+        ops: ``(method, args, kwargs)`` of pipeline calls.
+        policy: the backoff (default :class:`RetryPolicy()`).
+        on_retry: called before each retry with the seconds lost since the previous attempt began (failed
+            attempt + backoff sleep): the job counts retries and outage time with it.
 
     Returns:
         The replies, one per op.
     """
     import redis
 
-    delay = REDIS_FIRST_BACKOFF_S
-    for attempt in range(1, REDIS_ATTEMPTS + 1):
+    policy = policy or RetryPolicy()
+    delay = policy.initial_s
+    first_failure: float | None = None
+    attempt_began = time.monotonic()
+    for attempt in itertools.count(1):
         try:
             pipe = client.pipeline(transaction=False)
             for method, args, kwargs in ops:
                 getattr(pipe, method)(*args, **kwargs)
             return list(pipe.execute())
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if attempt == REDIS_ATTEMPTS:
-                raise RedisUnavailableError(attempt, exc) from exc
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            if now - first_failure + delay > policy.give_up_s:
+                raise RedisUnavailableError(attempt, now - first_failure, exc) from exc
             time.sleep(delay)
-            delay *= 2
+            delay = min(delay * 2, policy.max_s)
+            now = time.monotonic()
+            if on_retry is not None:
+                on_retry(now - attempt_began)
+            attempt_began = now
     raise AssertionError("unreachable")
 
 

@@ -4,8 +4,10 @@
     streamrec produce --user U --item I [--type click] | replay --dataset ml-100k [--rate N] [--limit N]
     streamrec train --dataset ml-100k [--promote] | models list [--json] | register DIR | promote V | rollback
     streamrec trainer [--once] [--interval-s N] [--min-new-events M]
-    streamrec job start [--cluster URL] | stop | status [--json]
+    streamrec eval --dataset ml-1m --protocol loo|time [--json] [--models streamrec,popularity,...] [--core 5]
+    streamrec job start [--cluster URL] [--from-savepoint PATH] | stop [--savepoint [DIR]] | status [--json]
     streamrec serve [--port N] | demo
+    streamrec users forget USER_ID [--json]
 
 Every command reads the one configuration (``--config``, ``$STREAMREC_CONFIG``, ``STREAMREC_*`` variables).
 """
@@ -30,8 +32,25 @@ def _print_json(obj: Any) -> None:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from infra.stack import up
 
-    up(settings, with_cluster=args.cluster)
+    up(settings, with_cluster=args.cluster, redis_users=_redis_users(settings))
     return 0
+
+
+def _redis_users(settings: Settings) -> list[Any]:
+    """The least-privilege Redis ACL users of the config: redis.username (writers), api.redis_username (reads)."""
+    from infra.redis_server import AclUser, AclUserError
+    from serving.store import API_ACL_RULES, JOB_ACL_RULES
+
+    users = []
+    for name, password, rules in (
+        (settings.redis.username, settings.redis.password, JOB_ACL_RULES),
+        (settings.api.redis_username, settings.api.redis_password, API_ACL_RULES),
+    ):
+        if name:
+            users.append(AclUser(name, password.get_secret_value() if password else "", rules))
+    if len({u.name for u in users}) < len(users):
+        raise AclUserError("redis.username and api.redis_username must differ: the API's user is read-only")
+    return users
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
@@ -62,7 +81,7 @@ def _producer(settings: Settings) -> Any:
     from jobs.producer import EventProducer
 
     k = settings.kafka
-    return EventProducer(k.bootstrap, k.events_topic, k.items_topic)
+    return EventProducer(k.bootstrap, k.events_topic, k.items_topic, **_kafka_client_config(settings))
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
@@ -240,7 +259,11 @@ def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
     from jobs import launcher
 
     if args.job_cmd == "start":
-        launcher.start(settings, args.config, cluster=args.cluster, resume=not args.fresh)
+        launcher.start(
+            settings, args.config, cluster=args.cluster, resume=not args.fresh, from_savepoint=args.from_savepoint
+        )
+    elif args.job_cmd == "stop" and args.savepoint is not None:
+        launcher.stop_with_savepoint(settings, args.savepoint or None)
     elif args.job_cmd == "stop":
         launcher.stop(settings)
     else:
@@ -252,37 +275,74 @@ def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
                 f"job     {'running' if st['running'] else 'stopped'} {st['mode'] or ''} {st['job_id'] or ''}"
             )
             print(f"        latest checkpoint: {st['checkpoint']}")
+            if st.get("savepoint"):
+                print(f"        last savepoint: {st['savepoint']}")
     return 0
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     import contextlib
 
-    from model_export.datasets import load_dataset
-    from model_export.evaluate import make_split
-    from model_export.train import TrainConfig, evaluate_split
+    from model_export.harness import MODELS, HarnessConfig, evaluate_models, prepare, table
 
-    split = make_split(load_dataset(args.dataset).events, args.protocol)
-    cfg = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
-    # With --json, stdout carries the JSON alone: the trainer's progress goes to stderr.
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(MODELS)
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        print(f"error: unknown model(s) {', '.join(unknown)}; use some of {','.join(MODELS)}", file=sys.stderr)
+        return 2
+    cfg = HarnessConfig(
+        core=args.core,
+        cold_fraction=0.0 if args.no_cold else args.cold_fraction,
+        seed=args.seed,
+        epochs=args.epochs,
+        max_seconds=args.max_seconds,
+        device=args.device,
+    )
+    # With --json, stdout carries the JSON alone: loading, training and evaluation progress go to stderr.
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
-        _, results = evaluate_split(split, cfg, args.seed)
-    names = {"sasrec": "streamrec", "popularity": "popularity"}
-    out = {"dataset": args.dataset, "protocol": args.protocol,
-           "models": {names[n]: results[n] for n in names}}
+        out = evaluate_models(prepare(args.dataset, cfg.core), args.protocol, models, cfg)
     if args.json:
         _print_json(out)
     else:
-        print(f"{'model':12} {'recall@10':>10} {'ndcg@10':>10} {'mrr':>8}")
-        for name, m in out["models"].items():
-            print(f"{name:12} {m['recall@10']:10.4f} {m['ndcg@10']:10.4f} {m['mrr']:8.4f}")
+        rows = [{"dataset": args.dataset, "protocol": args.protocol, "model": n, **m} for n, m in out["models"].items()]
+        print("\n".join(table(rows, cfg.k)))
     return 0
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from serving.api import serve
 
-    serve(settings, port=args.port)
+    serve(settings, port=args.port, forget=_forget_sender(settings))
+    return 0
+
+
+def _forget_sender(settings: Settings) -> Any:
+    """``user_id -> forget record`` for the API: one producer, made at the first request (reads need no Kafka)."""
+    import threading
+
+    lock = threading.Lock()
+    producers: list[Any] = []
+
+    def forget(user_id: str) -> dict[str, Any]:
+        with lock:
+            if not producers:
+                producers.append(_producer(settings))
+        return dict(producers[0].forget(user_id).to_dict())
+
+    return forget
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    with _producer(settings) as p:
+        ev = p.forget(args.user_id)
+    out = {"user_id": ev.user_id, "status": "scheduled", "ts": ev.ts, "topic": settings.kafka.events_topic}
+    if args.json:
+        _print_json(out)
+    else:
+        print(
+            f"scheduled: forget record for user {ev.user_id!r} on {settings.kafka.events_topic}; the job deletes "
+            f"rec:/user: and the user's state, and training drops the user's earlier events"
+        )
     return 0
 
 
@@ -380,18 +440,52 @@ def build_parser() -> argparse.ArgumentParser:
     j = jsub.add_parser("start")
     j.add_argument("--cluster", help="REST URL of a Flink cluster (default: the embedded MiniCluster)")
     j.add_argument("--fresh", action="store_true", help="ignore earlier checkpoints (default: resume from the latest)")
-    jsub.add_parser("stop")
+    j.add_argument(
+        "--from-savepoint",
+        metavar="PATH",
+        help="start from this savepoint (an upgrade: new code or config, the same state)",
+    )
+    j = jsub.add_parser("stop")
+    j.add_argument(
+        "--savepoint",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="stop with a savepoint (default DIR: flink.savepoint_dir) and print its path; without: cancel",
+    )
     j = jsub.add_parser("status")
     j.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_job)
 
-    s = sub.add_parser("eval", help="offline evaluation: full ranking, seen items excluded")
+    s = sub.add_parser(
+        "eval",
+        help="offline evaluation: our model and the baselines, full ranking, seen items excluded",
+        description="Main run: the literature protocol after a k-core filter (--core). Cold run: the same cases, "
+        "trained again with every event of a seeded 10%% of the items hidden (--cold-fraction, --no-cold).",
+    )
     s.add_argument("--dataset", required=True)
     s.add_argument("--protocol", choices=["loo", "time"], default="loo")
-    s.add_argument("--epochs", type=int)
+    s.add_argument("--models", help="comma-separated: streamrec,sasrec-id,itemknn,popularity,recent-popularity (all)")
+    s.add_argument("--epochs", type=int, help="training epochs of streamrec and sasrec-id (default: TrainConfig's)")
+    s.add_argument("--max-seconds", type=float, help="stop each training after this many seconds")
+    s.add_argument("--core", type=int, default=5, help="drop users and items with fewer interactions (1: keep all)")
+    s.add_argument("--cold-fraction", type=float, default=0.1, help="share of items hidden from the cold run")
+    s.add_argument("--no-cold", action="store_true", help="skip the cold run (cold_recall@10 is null)")
+    s.add_argument("--device", default="cpu", help="torch device of the trainings (cuda when torch sees a GPU)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("users", help="users' data: the right to be forgotten")
+    usub = s.add_subparsers(dest="users_cmd", required=True)
+    u = usub.add_parser(
+        "forget",
+        help="forget a user: a `forget` record on the events topic (keyed by the user, after their events); the job "
+        "clears the user's state and Redis keys, and training drops the user's earlier events",
+    )
+    u.add_argument("user_id")
+    u.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_users)
 
     s = sub.add_parser("serve", help="the HTTP API for front-ends")
     s.add_argument("--port", type=int)

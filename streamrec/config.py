@@ -63,6 +63,10 @@ class FlinkConfig(_Section):
     checkpoint_dir: str = "checkpoints"
     # A checkpoint or savepoint to start from: `streamrec job start` sets it to the latest checkpoint.
     restore_from: str | None = None
+    # Where `streamrec job stop --savepoint` writes savepoints; relative paths are taken from the run directory.
+    savepoint_dir: str = "savepoints"
+    # REST port of the embedded MiniCluster (stop-with-savepoint, metrics); `job start` picks a free one.
+    rest_port: int | None = Field(None, ge=1, le=65535)
 
 
 class JobConfig(_Section):
@@ -83,6 +87,12 @@ class JobConfig(_Section):
     # default pool (one spinning thread per core) burnt ~half a core: 38.5 -> 9.7 ms CPU per 33-user batch at 1.
     scorer_threads: int = Field(1, ge=1)
     dlq_reason_max_chars: int = Field(500, ge=20)
+    # Redis writes from the stream (writer, catalog) retry with exponential backoff from the initial delay,
+    # doubling up to the max delay, for at most redis_retry_timeout_s; then the task fails and Flink restarts
+    # the job from its last checkpoint (the writes are overwrites derived from state: a replay converges).
+    redis_backoff_initial_ms: int = Field(200, ge=1)
+    redis_backoff_max_ms: int = Field(5000, ge=1)
+    redis_retry_timeout_s: float = Field(60.0, gt=0)
 
 
 class StackConfig(_Section):
@@ -94,6 +104,8 @@ class StackConfig(_Section):
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
     redis_port: int = 6379
+    # The admin (Redis `default` user) password. With it, `streamrec up` also creates the least-privilege ACL
+    # users redis.username (the stream's writers) and api.redis_username (read-only) with their passwords.
     redis_password: SecretStr | None = None
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123
@@ -106,6 +118,11 @@ class ApiConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Bearer token of the endpoints that write or delete (DELETE /v1/users/{id}); unset: they answer 403.
+    token: SecretStr | None = None
+    # The API's own Redis identity (read-only ACL user `streamrec up` creates); unset: redis.username/password.
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
 
 
 class ModelsConfig(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,3 +91,34 @@ def make_settings(
         return settings, path
 
     return make
+
+
+# The reliability tests' figures (scenario, events sent / applied / dead-lettered, recovery time): printed at the
+# end of the run and kept in .streamrec/reliability.json (git-ignored), one row per scenario, the latest run's.
+RELIABILITY_JSON = PROJECT_ROOT / ".streamrec" / "reliability.json"
+_reliability_rows: list[dict] = []
+
+
+@pytest.fixture
+def reliability_report() -> Callable[..., None]:
+    def record(scenario: str, sent: int, applied: int, dead_lettered: int = 0, **figures: object) -> None:
+        row = {"scenario": scenario, "sent": sent, "applied": applied, "dead_lettered": dead_lettered, **figures}
+        _reliability_rows.append(row)
+        print(f"\nreliability: {json.dumps(row)}")
+        try:
+            rows = {r["scenario"]: r for r in json.loads(RELIABILITY_JSON.read_text())}
+        except (OSError, ValueError, TypeError, KeyError):
+            rows = {}
+        rows[scenario] = row
+        RELIABILITY_JSON.parent.mkdir(parents=True, exist_ok=True)
+        RELIABILITY_JSON.write_text(json.dumps(list(rows.values()), indent=1) + "\n")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _reliability_rows:
+        return
+    terminalreporter.write_sep("-", f"reliability (also in {RELIABILITY_JSON})")
+    for row in _reliability_rows:
+        terminalreporter.write_line("  ".join(f"{k}={v}" for k, v in row.items()))

@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-PRELOAD = ("numpy", "onnx", "onnxruntime")
+PRELOAD = ("numpy", "onnx", "onnxruntime", "tokenizers")  # tokenizers: serving.text_encoder
 
 
 def _embedded_in_jvm() -> bool:

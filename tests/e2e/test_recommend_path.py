@@ -63,8 +63,10 @@ def test_recommendations_are_the_models(make_settings, tmp_path):
             for e in events:
                 p.send(e)
         history: dict[str, list[str]] = defaultdict(list)
+        times: dict[str, list[int]] = defaultdict(list)
         for e in events:
             history[e["user_id"]].append(e["item_id"])
+            times[e["user_id"]].append(e["ts"])
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             counts = [int(r.hget(key("user", u), "events") or 0) for u in history]
@@ -85,10 +87,13 @@ def test_recommendations_are_the_models(make_settings, tmp_path):
         scorer.restrict_to(item["item_id"] for item in catalog)
         users = sorted(history)
         cfg = settings.job
+        n = cfg.recent_items
         expected = scorer.score(
-            [h[-cfg.recent_items :] for h in (history[u] for u in users)],
+            [history[u][-n:] for u in users],
             cfg.top_k,
             exclude=[set(history[u]) for u in users],
+            times=[times[u][-n:] for u in users],
+            scenarios=[["web"] * len(history[u][-n:]) for u in users],
         )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

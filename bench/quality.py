@@ -1,0 +1,177 @@
+"""Recommendation quality: our model and the baselines on MovieLens, leave-one-out and time split, side by side.
+
+    .venv/bin/streamrec bench quality [--json] [-- --datasets ml-100k,ml-1m --protocols loo,time --models ...]
+    .venv/bin/python bench/quality.py --models popularity,itemknn,recent-popularity   # the baselines only
+
+For each data set (after SASRec's 5-core filter, ``--core``) and protocol, every model of
+``model_export.harness.MODELS`` (``--models``) is fitted and measured by the harness
+(``model_export/harness.py``): Recall@10 (= HR@10), NDCG@10, MRR and catalogue coverage@10 over the
+full item index with seen items excluded, then a cold run (``--cold-fraction`` of the items, seeded,
+hidden from training) for cold-start Recall@10 and its ratio to the in-set Recall@10 of the same run.
+Trainings are bounded by ``--epochs`` / ``--max-seconds``; ``--device cuda`` trains on a GPU where torch
+sees one. The published ML-1M leave-one-out numbers of strong sequential models are printed beside ours
+for scale (``PUBLISHED``; they come from papers, not from this run, and their preprocessing differs in
+details from ours: see each row's ``source``).
+
+Prints one table; writes ``bench/results/quality.json`` (``--out``): the settings, seeds, machine, per-run
+timings, every row and the published rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from model_export.harness import MODELS, HarnessConfig, evaluate_models, prepare, settings, table
+from streamrec.config import PROJECT_ROOT
+
+RESULTS = PROJECT_ROOT / "bench" / "results"
+
+# Published full-ranking ML-1M leave-one-out results (Recall@10 = HR@10, NDCG@10), for scale only.
+PUBLISHED: list[dict[str, Any]] = [
+    {
+        "dataset": "ml-1m",
+        "protocol": "loo (published)",
+        "model": "FuXi-alpha",
+        "recall@10": 0.3164,
+        "ndcg@10": 0.1813,
+        "source": "FuXi-alpha re-run by blondered/transformer_benchmark (eSASRec paper, 2025) on its ML-1M "
+        "leave-one-out split (ties in original order), 1-4 layers",
+    },
+    {
+        "dataset": "ml-1m",
+        "protocol": "loo (published)",
+        "model": "eSASRec",
+        "recall@10": 0.3133,
+        "ndcg@10": 0.1772,
+        "source": "eSASRec (SASRec + LiGR + sampled softmax), blondered/transformer_benchmark, same split",
+    },
+    {
+        "dataset": "ml-1m",
+        "protocol": "loo (published)",
+        "model": "gSASRec",
+        "recall@10": 0.3003,
+        "ndcg@10": 0.1726,
+        "source": "gSASRec, Petrov & Macdonald, RecSys 2023: ML-1M leave-one-out, full ranking",
+    },
+    {
+        "dataset": "ml-1m",
+        "protocol": "loo (published)",
+        "model": "BERT4Rec (replicability)",
+        "recall@10": 0.2821,
+        "ndcg@10": 0.1516,
+        "source": "BERT4Rec replicability study, Petrov & Macdonald, RecSys 2022: ML-1M leave-one-out, full ranking",
+    },
+]
+
+
+def machine(device: str) -> dict[str, Any]:
+    """Where the numbers were taken: cores, torch threads, the training device, the load."""
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        # What model_export.train sets for each training (STREAMREC_TRAIN_THREADS, default all cores).
+        "torch_threads": int(os.environ.get("STREAMREC_TRAIN_THREADS", os.cpu_count() or 1)),
+        "device": device,
+        "load_avg": list(os.getloadavg()),
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; prints the table (and the JSON with --json)."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print the JSON to stdout (the table goes to stderr)")
+    p.add_argument("--datasets", default="ml-100k,ml-1m", help="comma-separated (default ml-100k,ml-1m)")
+    p.add_argument("--protocols", default="loo,time", help="comma-separated loo and/or time")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {','.join(MODELS)}")
+    p.add_argument("--epochs", type=int, help="training epochs of streamrec and sasrec-id (default: TrainConfig's)")
+    p.add_argument("--max-seconds", type=float, help="stop each training after this many seconds")
+    p.add_argument("--core", type=int, default=5, help="drop users and items with fewer interactions (1: keep all)")
+    p.add_argument("--cold-fraction", type=float, default=0.1, help="share of the items hidden from the cold run")
+    p.add_argument("--no-cold", action="store_true", help="skip the cold runs")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda where torch sees a GPU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="result file (default bench/results/quality.json)")
+    args = p.parse_args(argv)
+
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda: torch sees no GPU here")
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; use some of {','.join(MODELS)}")
+    cfg = HarnessConfig(
+        core=args.core,
+        cold_fraction=0.0 if args.no_cold else args.cold_fraction,
+        seed=args.seed,
+        epochs=args.epochs,
+        max_seconds=args.max_seconds,
+        device=args.device,
+    )
+    stream = sys.stderr if args.json else sys.stdout
+    started = datetime.now(UTC)
+    t_start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    for name in [d for d in args.datasets.split(",") if d]:
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(stream):
+            data = prepare(name, cfg.core)
+        users = len({e["user_id"] for e in data.events})
+        load_s = time.perf_counter() - t0
+        print(f"[{name}] loaded: {len(data.events)} events, {users} users, {len(data.index)} items "
+              f"after the {cfg.core}-core filter ({load_s:.1f}s)", file=stream, flush=True)
+        for protocol in [x for x in args.protocols.split(",") if x]:
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(stream):
+                result = evaluate_models(data, protocol, models, cfg)
+            runs.append({
+                "dataset": name, "protocol": protocol, "events": len(data.events), "users": users,
+                "items": len(data.index), "load_seconds": round(load_s, 1),
+                "seconds": round(time.perf_counter() - t0, 1),
+            })
+            rows += [{"dataset": name, "protocol": protocol, "model": m, **v} for m, v in result["models"].items()]
+    published = [dict(r) for r in PUBLISHED] if "ml-1m" in args.datasets.split(",") else []
+    result_doc: dict[str, Any] = {
+        "benchmark": "quality",
+        "started_at": started.isoformat(),
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "config": {**settings(cfg), "datasets": args.datasets.split(","), "protocols": args.protocols.split(","),
+                   "models": models},
+        "seeds": {"cold_items": cfg.seed, "training": cfg.seed},
+        "machine": machine(args.device),
+        "runs": runs,
+        "rows": rows,
+        "published": published,
+    }
+    lines = table(rows + published, cfg.k)
+    print("\n".join(lines), file=stream)
+    out_file: Path = args.out or RESULTS / "quality.json"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(json.dumps(result_doc, indent=2) + "\n")
+    print(f"wrote {out_file}", file=stream)
+    if args.json:
+        print(json.dumps(result_doc, indent=2))
+    return result_doc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The quality harness: k-core, coverage, the cold run, ``streamrec eval --json`` and the ML-1M reference."""
+
+import json
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_export import harness
+from model_export.datasets import k_core, load_dataset
+from model_export.evaluate import (
+    History,
+    _in_top_k,
+    evaluate,
+    evaluate_quality,
+    hide_items,
+    item_index,
+    leave_one_out,
+    make_split,
+    pick_cold_items,
+    popularity_ranker,
+    rank_cases,
+    time_split,
+)
+from model_export.harness import EvalData, HarnessConfig, evaluate_models
+from streamrec.cli import main
+from streamrec.config import PROJECT_ROOT
+
+
+def events_of(seqs: dict[str, list[str]]) -> list[dict]:
+    """Each user's items in order, users interleaved in time."""
+    return [
+        {"user_id": u, "item_id": item, "type": "click", "ts": 1000 * (t * len(seqs) + n)}
+        for n, (u, seq) in enumerate(seqs.items())
+        for t, item in enumerate(seq)
+    ]
+
+
+def fixed(vector: list[float]):
+    """A ranker that gives every case the same scores."""
+    v = np.array(vector, dtype=np.float32)
+    return lambda histories: np.tile(v, (len(histories), 1))
+
+
+def test_k_core_is_one_pass_of_counting() -> None:
+    # u3 has 4 events and goes; i4 has 4 events and goes; u2 then keeps only 4 (i4 gone): one pass keeps it.
+    seqs = {
+        "u1": ["i1", "i2", "i3", "i4", "i1", "i2"],
+        "u2": ["i1", "i2", "i3", "i4", "i3"],
+        "u3": ["i1", "i2", "i3", "i4"],
+        "u4": ["i1", "i2", "i3", "i4", "i5", "i3"],
+    }
+    events = events_of(seqs)
+    kept = k_core(events, 5)
+    assert {e["user_id"] for e in kept} == {"u1", "u2", "u4"}
+    assert {e["item_id"] for e in kept} == {"i1", "i2", "i3"}
+    assert sum(e["user_id"] == "u2" for e in kept) == 4  # below k after the drop: SASRec does not iterate
+    assert [e for e in events if e in kept] == kept  # input order kept
+    assert k_core(events, 1) == events
+
+
+def test_top_k_breaks_ties_by_row_and_never_takes_masked_rows() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, (50, 30)).astype(np.float32)  # many ties
+    scores[rng.random((50, 30)) < 0.3] = -np.inf
+    scores[0, 3:] = -np.inf  # fewer than k candidates
+    top = _in_top_k(scores, 5)
+    for b in range(50):
+        ranked = [r for r in np.argsort(-scores[b], kind="stable") if scores[b, r] > -np.inf][:5]
+        assert set(np.nonzero(top[b])[0]) == set(ranked)
+
+
+def test_coverage_is_the_share_of_items_in_any_top_k() -> None:
+    split = leave_one_out(events_of({"u1": ["i1", "i2", "i3"], "u2": ["i1", "i4"], "u3": ["i5", "i6"]}))
+    items = item_index(split.sequences)  # i1..i6 = rows 1..6
+    # rows 1..6 score 3 1 1 1 0 2: u1 (saw i1 i2) gets i6 then i3 (tied with i4, lower row);
+    # u2 (saw i1) gets i6, i2; u3 (saw i5) gets i1, i6
+    ranker = fixed([0, 3, 1, 1, 1, 0, 2])
+    ranked = rank_cases(ranker, split, items, k=2)
+    assert set(np.nonzero(ranked.top_k)[0]) == {1, 2, 3, 6}
+    assert list(ranked.ranks) == [1, 3, 1]  # i3 after i6 for u1; i4 after i6, i2, i3 for u2; i6 after i1 for u3
+    m = evaluate_quality(ranker, split, items, k=2)
+    assert m["coverage@2"] == pytest.approx(4 / 6)
+    assert m["recall@2"] == pytest.approx(2 / 3) and m["ndcg@2"] == pytest.approx(2 / 3 / np.log2(3))
+    assert m["mrr"] == pytest.approx((1 / 2 + 1 / 4 + 1 / 2) / 3)
+    # evaluate() keeps its keys and values
+    assert evaluate(ranker, split, items, k=2) == {
+        key: m[key] for key in ("recall@2", "ndcg@2", "mrr", "cases", "users")
+    }
+
+
+def test_float64_scores_keep_the_order_float32_would_round_away() -> None:
+    split = leave_one_out(events_of({"u1": ["a", "b"], "u2": ["a", "c"]}))
+    big = 2.0**30  # float32 cannot tell big from big + 1
+    rank = lambda hs: np.tile(np.array([0, 0, big, big + 1], dtype=np.float64), (len(hs), 1))  # noqa: E731
+    ranked = rank_cases(rank, split, ["a", "b", "c"], k=1)
+    assert list(ranked.ranks) == [1, 0]  # u1: c above the target b; u2: c first
+    assert set(np.nonzero(ranked.top_k)[0]) == {3}
+
+
+def test_cold_items_are_hidden_from_training_only() -> None:
+    seqs = {f"u{n}": [f"i{(n + t) % 20:02d}" for t in range(8)] for n in range(12)}
+    split = make_split(events_of(seqs), "loo")
+    index = item_index(split.sequences)
+    cold = pick_cold_items(index, 0.25, seed=1)
+    assert len(cold) == 5 and cold <= set(index)
+    assert cold == pick_cold_items(list(reversed(index)), 0.25, seed=1)  # seeded, order-free
+    assert cold != pick_cold_items(index, 0.25, seed=2)
+    hidden = hide_items(split, cold)
+    assert all(not set(seq) & cold for seq in hidden.train.values())
+    assert all(hidden.train[u] == [i for i in split.train[u] if i not in cold] for u in hidden.train)
+    assert hidden.sequences == split.sequences and hidden.cases == split.cases and hidden.times == split.times
+    # cold cases are exactly the cases whose target is cold; this ranker ranks the cold items first
+    scores = [0.0] + [1.0 if item in cold else 0.0 for item in index]
+    m = evaluate_quality(fixed(scores), hidden, index, k=5, cold=cold)
+    targets = [split.sequences[u][t] for u, t in split.cases]
+    assert m["cold_cases"] == sum(t in cold for t in targets) > 0
+    assert m["cold_recall@5"] == 1.0  # at most the 5 cold items rank above (or at) a cold target
+    warm_hits = []
+    for u, t in split.cases:
+        if split.sequences[u][t] not in cold:
+            unseen = [i for i in index if i not in split.sequences[u][:t]]
+            best_first = sorted(unseen, key=lambda i: (i not in cold, index.index(i)))
+            warm_hits.append(split.sequences[u][t] in best_first[:5])
+    assert m["warm_recall@5"] == pytest.approx(np.mean(warm_hits))
+    assert m["recall@5"] == pytest.approx((m["cold_cases"] + sum(warm_hits)) / len(split.cases))
+
+
+def test_cold_history_items_stay_in_the_case_history() -> None:
+    split = time_split(events_of({"u1": ["a", "b", "c", "d"], "u2": ["b", "c", "d", "a"]}), 0.5)
+    hidden = hide_items(split, {"b"})
+    seen: list[Sequence[int]] = []
+
+    def spy(histories: Sequence[History]) -> np.ndarray:
+        seen.extend(h.rows.tolist() for h in histories)
+        return np.zeros((len(histories), 5), dtype=np.float32)
+
+    evaluate(spy, hidden, ["a", "b", "c", "d"])
+    assert [1, 2, 3] in seen  # u1 predicting d: a, b (hidden from training), c
+
+
+def test_the_cold_run_trains_without_the_cold_items_on_the_full_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    seqs = {f"u{n}": [f"i{(3 * n + t) % 30:02d}" for t in range(10)] for n in range(30)}
+    events = events_of(seqs)
+    index = item_index({"": [e["item_id"] for e in events]})
+    data = EvalData("tiny", events, index, {}, 1)
+    calls: list[tuple[dict, list]] = []
+
+    def spy(train, items):
+        calls.append((dict(train), list(items)))
+        return popularity_ranker(train, items)
+
+    monkeypatch.setattr(harness, "popularity_ranker", spy)
+    cfg = HarnessConfig(core=1, cold_fraction=0.2, seed=4)
+    out = evaluate_models(data, "loo", ["popularity", "recent-popularity"], cfg, log=lambda _: None)
+    cold = pick_cold_items(index, 0.2, seed=4)
+    (main_train, main_items), (cold_train, cold_items) = calls
+    assert main_items == cold_items == index
+    assert any(set(s) & cold for s in main_train.values())  # the main run is the literature protocol
+    assert not any(set(s) & cold for s in cold_train.values())
+    split = make_split(events, "loo")
+    for name in ("popularity", "recent-popularity"):
+        m = out["models"][name]
+        assert m["cold_cases"] == sum(split.sequences[u][t] in cold for u, t in split.cases) > 0
+        assert {"recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10", "cold_ratio"} <= set(m)
+    # popularity trained without the cold items scores them 0: with 30 - 6 > 10 warm items they never reach a top-10
+    assert out["models"]["popularity"]["cold_recall@10"] == 0.0
+
+
+def test_eval_cli_json_shape_on_ml100k(capsys: pytest.CaptureFixture[str]) -> None:
+    models = ["popularity", "itemknn", "recent-popularity"]
+    argv = ["eval", "--dataset", "ml-100k", "--protocol", "loo", "--json", "--models", ",".join(models)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)  # stdout is the JSON alone; progress went to stderr
+    assert "popularity: main run" in captured.err
+    assert set(out) == {"dataset", "protocol", "models"}
+    assert (out["dataset"], out["protocol"]) == ("ml-100k", "loo") and list(out["models"]) == models
+    for m in out["models"].values():
+        for key in ("recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10", "warm_recall@10_cold_run"):
+            assert 0.0 <= m[key] <= 1.0
+        assert m["cases"] == 943 and m["cold_cases"] > 0 and m["train_seconds"] >= 0
+    # 5-core ML-100k (1,349 items): 82 of 943 last items are in popularity's top 10
+    assert out["models"]["popularity"]["recall@10"] == pytest.approx(82 / 943)
+    assert out["models"]["itemknn"]["recall@10"] > out["models"]["popularity"]["recall@10"]
+
+
+def test_eval_cli_without_the_cold_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--dataset", "ml-100k", "--protocol", "time", "--json", "--models", "popularity",
+                 "--no-cold", "--core", "1"]) == 0
+    m = json.loads(capsys.readouterr().out)["models"]["popularity"]
+    assert m["cold_recall@10"] is None and m["cold_cases"] == 0
+    assert main(["eval", "--dataset", "ml-100k", "--models", "nope"]) == 2
+
+
+def test_quality_bench_writes_its_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "quality.json"
+    argv = ["quality.py", "--datasets", "ml-100k", "--protocols", "loo", "--models", "popularity", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(PROJECT_ROOT / "bench" / "quality.py"), run_name="__main__")
+    doc = json.loads(out.read_text())
+    assert [r["model"] for r in doc["rows"]] == ["popularity"] and doc["published"] == []
+    assert doc["machine"]["cpu_cores"] >= 1 and doc["config"]["core"] == 5 and doc["runs"][0]["seconds"] >= 0
+
+
+@pytest.fixture(scope="module")
+def ml1m():
+    return load_dataset("ml-1m")
+
+
+@pytest.mark.slow
+def test_popularity_reproduces_the_reference_on_ml1m_after_the_5_core_filter(ml1m) -> None:
+    data = harness.prepare(ml1m, core=5)
+    assert len(data.index) == 3416 and len({e["user_id"] for e in data.events}) == 6040
+    assert len(data.events) == 999_611
+    split = make_split(data.events, "loo")
+    m = evaluate(popularity_ranker(split.train, data.index), split, data.index)
+    assert round(m["recall@10"], 4) == 0.0364 and round(m["ndcg@10"], 4) == 0.0179
