@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu", help="cpu, or cuda where torch sees a GPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="result file (default bench/results/quality.json)")
-    args = p.parse_args(argv)
+    # `streamrec bench quality --json -- --datasets ...` hands the "--" on (argparse.REMAINDER keeps it): drop it.
+    args = p.parse_args([a for a in (sys.argv[1:] if argv is None else argv) if a != "--"])
 
     if args.device.startswith("cuda"):
         import torch

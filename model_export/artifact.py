@@ -161,7 +161,7 @@ class ModelContract:
             problems.append(f"padding {self.padding_id}/{self.padding_side} (expected 0/left)")
         if self.score != "dot":
             problems.append(f"score {self.score!r} (expected 'dot')")
-        seq_spec = [BATCH_AXIS, self.max_len]
+        seq_spec: list[int | str] = [BATCH_AXIS, self.max_len]
         expect_in = [TensorSpec(INPUT_NAME, "int64", seq_spec)]
         expect_in += [TensorSpec(n, "int64", seq_spec) for n in CONTEXT_INPUTS if n in {t.name for t in self.inputs}]
         expect_out = [TensorSpec(OUTPUT_NAME, "float32", [BATCH_AXIS, self.embedding_dim])]

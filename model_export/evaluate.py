@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from model_export.datasets import sort_events
+from model_export.datasets import drop_forgotten, sort_events
 from model_export.errors import NotEnoughDataError
 
 PROTOCOLS = ("loo", "time")
@@ -98,7 +98,7 @@ class Split:
 def _timelines(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, str, str]]]:
     """:func:`~model_export.datasets.build_timelines` with each event's scenario: ``(ts, item, scenario)``."""
     out: dict[str, list[tuple[int, str, str]]] = {}
-    for e in sort_events(events):
+    for e in sort_events(drop_forgotten(events)):  # as build_timelines: forgotten users' past is not data
         scenario = e.get("scenario")
         out.setdefault(str(e["user_id"]), []).append(
             (int(e["ts"]), str(e["item_id"]), str(scenario) if scenario else DEFAULT_SCENARIO)
@@ -362,8 +362,8 @@ def quality_metrics(ranked: CaseRanks, split: Split, cold: Collection[str] = ())
     Returns:
         ``{"recall@k", "ndcg@k", "mrr", "coverage@k", "cases", "users"}``; ``coverage@k`` is the
         share of the N ranked items that are in at least one case's top-k. With ``cold``, also
-        ``cold_cases``, ``cold_recall@k`` (over the cases whose target is cold; None without any)
-        and ``warm_recall@k`` (over the other cases of the same ranking).
+        ``cold_cases``, ``cold_recall@k`` and ``cold_mrr`` (over the cases whose target is cold;
+        None without any), ``warm_recall@k`` and ``warm_mrr`` (over the other cases of the same ranking).
     """
     k = ranked.k
     out: dict[str, Any] = {
@@ -375,8 +375,13 @@ def quality_metrics(ranked: CaseRanks, split: Split, cold: Collection[str] = ())
     if cold:
         is_cold = np.array([split.sequences[u][t] in cold for u, t in split.cases], dtype=bool)
         out["cold_cases"] = int(is_cold.sum())
-        out[f"cold_recall@{k}"] = _ranking_metrics(ranked.ranks[is_cold], k)[f"recall@{k}"] if is_cold.any() else None
-        out[f"warm_recall@{k}"] = _ranking_metrics(ranked.ranks[~is_cold], k)[f"recall@{k}"]
+        cold_m = _ranking_metrics(ranked.ranks[is_cold], k) if is_cold.any() else None
+        warm_m = _ranking_metrics(ranked.ranks[~is_cold], k)
+        out[f"cold_recall@{k}"] = cold_m[f"recall@{k}"] if cold_m else None
+        out[f"warm_recall@{k}"] = warm_m[f"recall@{k}"]
+        # MRR over the full ranking still moves when no cold target reaches a top-k yet.
+        out["cold_mrr"] = cold_m["mrr"] if cold_m else None
+        out["warm_mrr"] = warm_m["mrr"]
     return out
 
 

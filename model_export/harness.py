@@ -199,8 +199,8 @@ def evaluate_models(
     Returns:
         ``{"dataset", "protocol", "models": {name: {"recall@10", "ndcg@10", "mrr", "coverage@10",
         "cases", "users", "train_seconds", "eval_seconds", "cold_recall@10", "cold_cases",
-        "warm_recall@10_cold_run", "cold_ratio", "cold_train_seconds", ...}}}``; the cold keys are None
-        without a cold run.
+        "warm_recall@10_cold_run", "cold_ratio", "cold_mrr", "warm_mrr_cold_run", "cold_train_seconds", ...}}}``;
+        the cold keys are None without a cold run.
 
     Raises:
         ValueError: an unknown model or protocol.
@@ -228,6 +228,7 @@ def evaluate_models(
         entry: dict[str, Any] = quality_metrics(ranked, split)
         entry |= {"train_seconds": fitted.train_seconds, "eval_seconds": time.perf_counter() - t0, **fitted.info}
         entry |= {f"cold_recall@{k}": None, "cold_cases": 0, f"warm_recall@{k}_cold_run": None, "cold_ratio": None}
+        entry |= {"cold_mrr": None, "warm_mrr_cold_run": None}
         if hidden is not None:
             if name in STREAM_ONLY:
                 cold_seconds = 0.0
@@ -241,6 +242,8 @@ def evaluate_models(
             entry |= {
                 f"cold_recall@{k}": cold_r,
                 "cold_cases": c["cold_cases"],
+                "cold_mrr": c["cold_mrr"],
+                "warm_mrr_cold_run": c["warm_mrr"],
                 f"warm_recall@{k}_cold_run": warm_r,
                 "cold_ratio": cold_r / warm_r if cold_r is not None and warm_r else None,
                 "cold_train_seconds": cold_seconds,

@@ -1,7 +1,6 @@
 """The quality harness: k-core, coverage, the cold run, ``streamrec eval --json`` and the ML-1M reference."""
 
 import json
-import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,6 @@ from model_export.evaluate import (
 )
 from model_export.harness import EvalData, HarnessConfig, evaluate_models
 from streamrec.cli import main
-from streamrec.config import PROJECT_ROOT
 
 
 def events_of(seqs: dict[str, list[str]]) -> list[dict]:
@@ -119,13 +117,16 @@ def test_cold_items_are_hidden_from_training_only() -> None:
     targets = [split.sequences[u][t] for u, t in split.cases]
     assert m["cold_cases"] == sum(t in cold for t in targets) > 0
     assert m["cold_recall@5"] == 1.0  # at most the 5 cold items rank above (or at) a cold target
-    warm_hits = []
+    warm_hits, cold_rr = [], []
     for u, t in split.cases:
-        if split.sequences[u][t] not in cold:
-            unseen = [i for i in index if i not in split.sequences[u][:t]]
-            best_first = sorted(unseen, key=lambda i: (i not in cold, index.index(i)))
+        unseen = [i for i in index if i not in split.sequences[u][:t]]
+        best_first = sorted(unseen, key=lambda i: (i not in cold, index.index(i)))
+        if split.sequences[u][t] in cold:
+            cold_rr.append(1 / (1 + best_first.index(split.sequences[u][t])))
+        else:
             warm_hits.append(split.sequences[u][t] in best_first[:5])
     assert m["warm_recall@5"] == pytest.approx(np.mean(warm_hits))
+    assert m["cold_mrr"] == pytest.approx(np.mean(cold_rr))
     assert m["recall@5"] == pytest.approx((m["cold_cases"] + sum(warm_hits)) / len(split.cases))
 
 
@@ -198,9 +199,10 @@ def test_eval_cli_without_the_cold_run(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_quality_bench_writes_its_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "quality.json"
-    argv = ["quality.py", "--datasets", "ml-100k", "--protocols", "loo", "--models", "popularity", "--out", str(out)]
-    monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(PROJECT_ROOT / "bench" / "quality.py"), run_name="__main__")
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cmd_bench sets both for the script
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    opts = ["--datasets", "ml-100k", "--protocols", "loo", "--models", "popularity", "--out", str(out)]
+    assert main(["bench", "quality", "--", *opts]) == 0
     doc = json.loads(out.read_text())
     assert [r["model"] for r in doc["rows"]] == ["popularity"] and doc["published"] == []
     assert doc["machine"]["cpu_cores"] >= 1 and doc["config"]["core"] == 5 and doc["runs"][0]["seconds"] >= 0
