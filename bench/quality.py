@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model_export.harness import MODELS, HarnessConfig, evaluate_models, prepare, settings, table
+from model_export.harness import add_run_options, evaluate_models, prepare, run_options, settings, table
 from streamrec.config import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
@@ -98,14 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", action="store_true", help="print the JSON to stdout (the table goes to stderr)")
     p.add_argument("--datasets", default="ml-100k,ml-1m", help="comma-separated (default ml-100k,ml-1m)")
     p.add_argument("--protocols", default="loo,time", help="comma-separated loo and/or time")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {','.join(MODELS)}")
-    p.add_argument("--epochs", type=int, help="training epochs of streamrec and sasrec-id (default: TrainConfig's)")
-    p.add_argument("--max-seconds", type=float, help="stop each training after this many seconds")
-    p.add_argument("--core", type=int, default=5, help="drop users and items with fewer interactions (1: keep all)")
-    p.add_argument("--cold-fraction", type=float, default=0.1, help="share of the items hidden from the cold run")
-    p.add_argument("--no-cold", action="store_true", help="skip the cold runs")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda where torch sees a GPU")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_options(p)
     p.add_argument("--out", type=Path, help="result file (default bench/results/quality.json)")
     # `streamrec bench quality --json -- --datasets ...` hands the "--" on (argparse.REMAINDER keeps it): drop it.
     args = p.parse_args([a for a in (sys.argv[1:] if argv is None else argv) if a != "--"])
@@ -115,18 +108,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         if not torch.cuda.is_available():
             p.error("--device cuda: torch sees no GPU here")
-    models = [m for m in args.models.split(",") if m]
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        p.error(f"unknown model(s) {', '.join(unknown)}; use some of {','.join(MODELS)}")
-    cfg = HarnessConfig(
-        core=args.core,
-        cold_fraction=0.0 if args.no_cold else args.cold_fraction,
-        seed=args.seed,
-        epochs=args.epochs,
-        max_seconds=args.max_seconds,
-        device=args.device,
-    )
+    try:
+        models, cfg = run_options(args)
+    except ValueError as exc:
+        p.error(str(exc))
     stream = sys.stderr if args.json else sys.stdout
     started = datetime.now(UTC)
     t_start = time.perf_counter()

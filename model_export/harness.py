@@ -27,6 +27,7 @@ Progress goes to stdout (the CLI moves it to stderr with ``--json``).
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -79,6 +80,40 @@ class HarnessConfig:
     max_seconds: float | None = None
     # "cuda" trains on a GPU when torch sees one.
     device: str = "cpu"
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options `streamrec eval` and `bench/quality.py` share: models, training budget, cold run, device."""
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {','.join(MODELS)}")
+    parser.add_argument("--epochs", type=int, help="epochs of streamrec and sasrec-id (default: TrainConfig's)")
+    parser.add_argument("--max-seconds", type=float, help="stop each training after this many seconds")
+    parser.add_argument("--core", type=int, default=5, help="drop users and items with fewer events (1: keep all)")
+    parser.add_argument("--cold-fraction", type=float, default=0.1, help="share of the items hidden from the cold run")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold run (cold_recall@10 is null)")
+    parser.add_argument("--device", default="cpu", help="torch device of the trainings (cuda where torch sees a GPU)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_options(args: argparse.Namespace) -> tuple[list[str], HarnessConfig]:
+    """The models and the config of :func:`add_run_options`' parsed options.
+
+    Raises:
+        ValueError: an unknown model name.
+    """
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        msg = f"unknown model(s) {', '.join(unknown)}; use some of {','.join(MODELS)}"
+        raise ValueError(msg)
+    cfg = HarnessConfig(
+        core=args.core,
+        cold_fraction=0.0 if args.no_cold else args.cold_fraction,
+        seed=args.seed,
+        epochs=args.epochs,
+        max_seconds=args.max_seconds,
+        device=args.device,
+    )
+    return models, cfg
 
 
 @dataclass(frozen=True)

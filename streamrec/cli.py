@@ -283,21 +283,13 @@ def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     import contextlib
 
-    from model_export.harness import MODELS, HarnessConfig, evaluate_models, prepare, table
+    from model_export.harness import evaluate_models, prepare, run_options, table
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(MODELS)
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        print(f"error: unknown model(s) {', '.join(unknown)}; use some of {','.join(MODELS)}", file=sys.stderr)
+    try:
+        models, cfg = run_options(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    cfg = HarnessConfig(
-        core=args.core,
-        cold_fraction=0.0 if args.no_cold else args.cold_fraction,
-        seed=args.seed,
-        epochs=args.epochs,
-        max_seconds=args.max_seconds,
-        device=args.device,
-    )
     # With --json, stdout carries the JSON alone: loading, training and evaluation progress go to stderr.
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
         out = evaluate_models(prepare(args.dataset, cfg.core), args.protocol, models, cfg)
@@ -465,14 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--dataset", required=True)
     s.add_argument("--protocol", choices=["loo", "time"], default="loo")
-    s.add_argument("--models", help="comma-separated: streamrec,sasrec-id,itemknn,popularity,recent-popularity (all)")
-    s.add_argument("--epochs", type=int, help="training epochs of streamrec and sasrec-id (default: TrainConfig's)")
-    s.add_argument("--max-seconds", type=float, help="stop each training after this many seconds")
-    s.add_argument("--core", type=int, default=5, help="drop users and items with fewer interactions (1: keep all)")
-    s.add_argument("--cold-fraction", type=float, default=0.1, help="share of items hidden from the cold run")
-    s.add_argument("--no-cold", action="store_true", help="skip the cold run (cold_recall@10 is null)")
-    s.add_argument("--device", default="cpu", help="torch device of the trainings (cuda when torch sees a GPU)")
-    s.add_argument("--seed", type=int, default=0)
+    from model_export.harness import add_run_options  # numpy only: torch loads when a model trains
+
+    add_run_options(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
 
