@@ -40,9 +40,10 @@ def key(kind: KeyKind, ident: str) -> str:
 _KEY_PATTERNS = (key("rec", "*"), key("user", "*"), key("item", "*"), POPULAR, "model:*", "metrics:*")
 _CONNECT = "+ping +select"
 # The stream's writers (redis.username): the job's writer and catalog stage, and the trainer's and CLI's
-# announcements (model:current/history, popular). No KEYS/SCAN, FLUSH*, CONFIG, or key outside the layout.
+# announcements (model:current/history, popular); HGETALL: after a restart the writer reads the texts of
+# catalog items a text model does not know from item:{id}. No KEYS/SCAN, FLUSH*, CONFIG, or key outside the layout.
 JOB_ACL_RULES = (
-    f"resetchannels -@all {_CONNECT} +get +set +del +hset +hincrby +lpush +multi +exec +discard "
+    f"resetchannels -@all {_CONNECT} +get +set +del +hset +hgetall +hincrby +lpush +multi +exec +discard "
     + " ".join(f"~{p}" for p in _KEY_PATTERNS)
 )
 # Front-ends and the HTTP API (api.redis_username): the reads of the API, and read-only key access besides.

@@ -23,6 +23,7 @@ from serving.store import (
     POPULAR,
     UserView,
     announce_model,
+    decode_item,
     encode_recommendations,
     execute_with_retry,
     item_hash,
@@ -77,8 +78,9 @@ def test_the_job_user_can_do_what_the_stream_does_and_nothing_else(server: Redis
         ("set", (key("rec", "u2"), rec), {}),
         *online_metric_ops({("v1", "web", "actions"): 2}),
         ("delete", (key("rec", "u2"), key("user", "u2")), {}),
+        ("hgetall", (item,), {}),  # the text of an item the serving model does not know, after a restart
     ]
-    execute_with_retry(job, ops)
+    assert decode_item(execute_with_retry(job, ops)[-1]) == {"title": "T"}
     # the trainer's and CLI's announcements: model:current + model:history in a MULTI/EXEC, popular
     announce_model(job, "v1")
     announce_model(job, "v2")
