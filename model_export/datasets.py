@@ -25,6 +25,8 @@ from model_export.errors import DatasetNotInstalledError, UnknownDatasetError
 
 DATASETS: tuple[str, ...] = ("ml-100k", "ml-1m")
 
+# The scenario of events that carry none (jobs.interest.DEFAULT_SCENARIO says the same for the stream).
+DEFAULT_SCENARIO = "default"
 # Event types that say nothing positive about the item: left out of training sequences.
 NEGATIVE_EVENT_TYPES = frozenset({"skip"})
 
@@ -212,9 +214,20 @@ def build_timelines(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple
     Returns:
         ``{user_id: [(ts, item_id), ...]}`` oldest first, users in order of their first event.
     """
-    out: dict[str, list[tuple[int, str]]] = {}
+    return {user: [(ts, item) for ts, item, _ in line] for user, line in build_scenario_timelines(events).items()}
+
+
+def build_scenario_timelines(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, str, str]]]:
+    """:func:`build_timelines` with each event's scenario: ``(ts, item_id, scenario)``.
+
+    Events without a ``scenario`` get :data:`DEFAULT_SCENARIO`.
+    """
+    out: dict[str, list[tuple[int, str, str]]] = {}
     for e in sort_events(drop_forgotten(events)):
-        out.setdefault(str(e["user_id"]), []).append((int(e["ts"]), str(e["item_id"])))
+        scenario = e.get("scenario")
+        out.setdefault(str(e["user_id"]), []).append(
+            (int(e["ts"]), str(e["item_id"]), str(scenario) if scenario else DEFAULT_SCENARIO)
+        )
     return out
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from model_export.datasets import drop_forgotten, sort_events
+from model_export.datasets import DEFAULT_SCENARIO, build_scenario_timelines
 from model_export.errors import NotEnoughDataError
 
 PROTOCOLS = ("loo", "time")
@@ -52,7 +52,6 @@ class History:
 # A ranker maps a batch of histories to scores (B, N + 1) over the rows of its item index.
 Ranker = Callable[[Sequence[History]], np.ndarray]
 
-DEFAULT_SCENARIO = "default"
 
 
 @dataclass(frozen=True)
@@ -81,34 +80,10 @@ class Split:
     times: dict[str, list[int]] = field(default_factory=dict)
     scenarios: dict[str, list[str]] = field(default_factory=dict)
 
-    def history(self, user: str, t: int, row: Mapping[str, int]) -> History:
-        """The history of case ``(user, t)``: the user's events before position ``t``, as item rows."""
-        seq, times = self.sequences[user], self.times[user]
-        scen = self.scenarios.get(user) or [DEFAULT_SCENARIO] * len(seq)
-        keep = [j for j in range(t) if seq[j] in row]
-        return History(
-            np.array([row[seq[j]] for j in keep], dtype=np.int64),
-            np.array([times[j] for j in keep], dtype=np.int64),
-            tuple(scen[j] for j in keep),
-            times[t],
-            scen[t],
-        )
-
-
-def _timelines(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, str, str]]]:
-    """:func:`~model_export.datasets.build_timelines` with each event's scenario: ``(ts, item, scenario)``."""
-    out: dict[str, list[tuple[int, str, str]]] = {}
-    for e in sort_events(drop_forgotten(events)):  # as build_timelines: forgotten users' past is not data
-        scenario = e.get("scenario")
-        out.setdefault(str(e["user_id"]), []).append(
-            (int(e["ts"]), str(e["item_id"]), str(scenario) if scenario else DEFAULT_SCENARIO)
-        )
-    return out
-
 
 def leave_one_out(events: Iterable[Mapping[str, Any]]) -> Split:
     """The leave-one-out split: each user's last item held out (see the module docstring)."""
-    lines = _timelines(events)
+    lines = build_scenario_timelines(events)
     sequences = {user: [item for _, item, _ in line] for user, line in lines.items()}
     train = {user: seq[:-1] if len(seq) >= 2 else seq for user, seq in sequences.items()}
     cases = [(user, len(seq) - 1) for user, seq in sequences.items() if len(seq) >= 2]
@@ -126,7 +101,7 @@ def _aligned(lines: Mapping[str, list[tuple[int, str, str]]]) -> tuple[dict[str,
 
 def time_split(events: Iterable[Mapping[str, Any]], test_fraction: float = 0.2) -> Split:
     """The global time split at the ``1 - test_fraction`` quantile of event times (module docstring)."""
-    lines = _timelines(events)
+    lines = build_scenario_timelines(events)
     all_ts = sorted(ts for line in lines.values() for ts, _, _ in line)
     if len(all_ts) < 2:
         what = f"{len(all_ts)} events cannot be split in time"
@@ -143,7 +118,7 @@ def window_split(events: Iterable[Mapping[str, Any]], cutoff_ts: int) -> Split:
     Raises:
         NotEnoughDataError: nothing before the cutoff, or no window event has a history before it.
     """
-    return _split_at(_timelines(events), cutoff_ts)
+    return _split_at(build_scenario_timelines(events), cutoff_ts)
 
 
 def _split_at(lines: Mapping[str, list[tuple[int, str, str]]], cutoff: int) -> Split:
@@ -193,9 +168,9 @@ def popularity_ranker(train: Mapping[str, Sequence[str]], items: Sequence[str]) 
 class _Histories:
     """Every case's :class:`History` as slices of per-user arrays built once.
 
-    :meth:`Split.history` walks the user's whole sequence for each case, which is quadratic in a
-    user's length: 90 s of the 200k-case ``time`` split of ML-1M went there. Here each user's known
-    rows, times and scenarios are built once and a case takes a prefix of them (same values).
+    Building each case's history from the user's whole sequence is quadratic in a user's length (90 s
+    of the 200k-case ``time`` split of ML-1M went there): here each user's known rows, times and
+    scenarios are built once and a case takes a prefix of them.
     """
 
     def __init__(self, split: Split, row: Mapping[str, int]) -> None:
