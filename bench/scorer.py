@@ -88,7 +88,7 @@ class EagerScorer:
         self.device = device
         self.max_score_bytes = max_score_bytes
         self.model = model.to(device).eval()
-        self.items_t = self.model.item_matrix().detach()  # (N + 1, d)
+        self.items_t = self.model.output_matrix().detach()  # (N + 1, d)
         self.ids = list(items)
         self.row = {item: r for r, item in enumerate(self.ids, start=1)}
         self.max_len = model.cfg.max_len

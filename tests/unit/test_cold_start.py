@@ -158,3 +158,37 @@ def test_grown_table_keeps_known_rows_and_every_other_weight() -> None:
     assert all(torch.equal(v, before[k]) for k, v in parent.state_dict().items())  # the parent is untouched
     with pytest.raises(ValueError, match="must not be in"):
         grow_item_table(parent, items, ["k0"], texts, counts, encode_texts)
+
+
+def test_text_only_rows_are_calibrated_to_the_length_of_trained_rows() -> None:
+    from model_export.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(20, TEXT_DIM)).astype(np.float32)
+    texts = {f"i{n}": f"text {n}" for n in range(20)}
+
+    def encode(batch: list[str]) -> np.ndarray:  # a fixed random vector per item: fast and deterministic
+        out = np.stack([basis[int(t.split()[1])] for t in batch])
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    seqs = {f"u{u}": [f"i{(u + t) % 16}" for t in range(8)] for u in range(30)}  # i16..i19: no events
+    cfg = TrainConfig(model=ModelConfig(max_len=6, d=16, n_blocks=1), epochs=3, batch_size=16)
+    catalog = {i: {"item_id": i, "title": t} for i, t in texts.items()}
+    trained = train(seqs, cfg, seed=0, items=list(texts), catalog=catalog, encode=encode)
+    model = trained.model
+    warm = model.has_id > 0
+    assert warm.sum() == 16 and not warm[17:].any()
+    text = model.text_proj(model.text_feat).detach()
+    expected = (model.item_matrix().detach()[warm].norm(dim=1).mean() / text[warm].norm(dim=1).mean()).item()
+    assert float(model.text_only_scale) == pytest.approx(expected) and expected != pytest.approx(1.0)
+    out, raw = model.output_matrix().detach(), model.item_matrix().detach()
+    torch.testing.assert_close(out[:17], raw[:17])  # padding and trained rows: unchanged
+    torch.testing.assert_close(out[17:], raw[17:] * expected)  # text-only rows: rescaled
+    torch.testing.assert_close(out[17:], text[17:] * expected)  # ... which is what the exported projection gives
+    # the ranker scores with the calibrated rows
+    from model_export.evaluate import History
+
+    hist = History(np.array([1, 2]), np.array([0, 1000]), ("default", "default"), 2000)
+    with torch.no_grad():
+        user = model.user_vector(*trained.inputs([hist]))
+    np.testing.assert_allclose(trained.ranker()([hist])[0], (user @ out.T)[0].numpy(), rtol=1e-5, atol=1e-6)

@@ -208,6 +208,35 @@ def test_quality_bench_writes_its_results(tmp_path: Path, monkeypatch: pytest.Mo
     assert doc["machine"]["cpu_cores"] >= 1 and doc["config"]["core"] == 5 and doc["runs"][0]["seconds"] >= 0
 
 
+def test_run_options_reach_both_neural_models() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    harness.add_run_options(parser)
+    args = ["--epochs", "3", "--max-len", "200", "--batch-size", "64", "--curve-every", "2", "--no-cold"]
+    models, cfg = harness.run_options(parser.parse_args(args))
+    assert models == list(harness.MODELS) and cfg.cold_fraction == 0.0 and cfg.curve_every == 2
+    ours, ids = harness.streamrec_config(cfg), harness.sasrec_id_config(cfg)
+    for tc in (ours, ids):
+        assert (tc.epochs, tc.batch_size, tc.model.max_len) == (3, 64, 200)
+    assert ours.model.text and ours.model.time_gaps and ours.model.scenarios
+    assert not (ids.model.text or ids.model.time_gaps or ids.model.scenarios)
+    default = harness.streamrec_config(HarnessConfig())
+    assert default.model.max_len == 50 and default.batch_size == 128
+
+
+def test_the_learning_curve_is_logged_every_n_epochs(capsys: pytest.CaptureFixture[str]) -> None:
+    seqs = {f"u{n}": [f"i{(n + t) % 12:02d}" for t in range(8)] for n in range(20)}
+    events = events_of(seqs)
+    data = EvalData("tiny", events, item_index({"": [e["item_id"] for e in events]}), {}, 1)
+    cfg = HarnessConfig(core=1, cold_fraction=0.0, epochs=4, curve_every=2, max_len=6, batch_size=8)
+    out = evaluate_models(data, "loo", ["sasrec-id"], cfg)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "curve" in line]
+    assert [line.split("epoch ")[1].split(":")[0] for line in lines] == ["2", "4"]
+    # the curve's last point is the model the harness then measures: the same ranking
+    assert f"recall@10 {out['models']['sasrec-id']['recall@10']:.4f}" in lines[-1]
+
+
 @pytest.fixture(scope="module")
 def ml1m():
     return load_dataset("ml-1m")

@@ -79,6 +79,29 @@ def test_training_is_reproducible() -> None:
         assert torch.equal(pa, pb)
 
 
+def test_on_epoch_sees_every_epoch_and_the_rate_decays_to_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    seqs = {f"u{u}": [f"i{(u + t) % 7}" for t in range(6)] for u in range(10)}
+    cfg = TrainConfig(model=ModelConfig(max_len=5, d=8, n_blocks=1), epochs=3, batch_size=4, lr=1e-2)
+    rates: list[float] = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):  # the rate each update used
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    seen: list[tuple[int, bool]] = []
+    train(seqs, cfg, seed=0, on_epoch=lambda epoch, model: seen.append((epoch, model.training)))
+    assert seen == [(1, True), (2, True), (3, True)]
+    assert rates[0] == pytest.approx(1e-2) and rates[-1] < 1e-3  # cosine: full rate first, near 0 last
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    rates.clear()
+    from dataclasses import replace
+
+    train(seqs, replace(cfg, lr_decay=False), seed=0)
+    assert set(rates) == {1e-2}
+
+
 def test_onnx_matches_torch_for_every_batch_size(artifact: Path) -> None:
     contract = verify_artifact(artifact)
     assert contract.parity["max_abs_diff"] <= PARITY_TOLERANCE

@@ -40,7 +40,7 @@ def torch_topk(
     feed = tower_inputs([[row[i] for i in history]], [times], [None], model.cfg.max_len, {}, names)
     with torch.no_grad():
         user = model.user_vector(*(torch.from_numpy(feed[n]) for n in names))
-        scores = (user @ model.item_matrix().T)[0].numpy()
+        scores = (user @ model.output_matrix().T)[0].numpy()
     scores[0] = -np.inf
     scores[[row[i] for i in exclude]] = -np.inf
     ids = [None, *sorted(ITEMS)]

@@ -83,7 +83,7 @@ def test_weights_round_trip(artifact: Path) -> None:
     with torch.no_grad():
         eager = loaded.model.user_vector(*(torch.from_numpy(v) for v in feed.values())).numpy()
     np.testing.assert_allclose(eager, graph, atol=PARITY_TOLERANCE)
-    np.testing.assert_array_equal(loaded.model.item_matrix().detach().numpy(), np.load(artifact / EMBEDDINGS_FILE))
+    np.testing.assert_array_equal(loaded.model.output_matrix().detach().numpy(), np.load(artifact / EMBEDDINGS_FILE))
 
 
 def test_an_artifact_without_weights_still_serves_and_trains_from_scratch(artifact: Path, tmp_path: Path) -> None:
