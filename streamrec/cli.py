@@ -161,23 +161,28 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from model_export.datasets import load_dataset
-    from model_export.event_log import popular_items, read_events
+    from model_export.event_log import popular_items, read_events, read_items
     from model_export.train import TrainConfig, train_and_export_events
 
     k = settings.kafka
     if args.from_kafka:
         events = read_events(k.bootstrap, k.events_topic, **_kafka_client_config(settings))
+        # Item texts feed the text tower; items without a record are learned from their ids alone.
+        catalog = read_items(k.bootstrap, k.items_topic, **_kafka_client_config(settings))
         name = "events-log"
-        print(f"read {len(events)} events back from {k.events_topic} at {k.bootstrap}")
+        print(f"read {len(events)} events and {len(catalog)} items back from {k.events_topic}/{k.items_topic}")
     else:
-        events = load_dataset(args.dataset).events
+        data = load_dataset(args.dataset)
+        events, catalog = data.events, {str(i["item_id"]): i for i in data.items}
         name = args.dataset
     events = events[: args.max_events] if args.max_events else events
     if not events:
         print(f"error: no events to train on ({name})", file=sys.stderr)
         return 1
     cfg = replace(TrainConfig(), epochs=args.epochs) if args.epochs else TrainConfig()
-    artifact = train_and_export_events(events, settings.run_dir / "artifacts", name=name, seed=args.seed, config=cfg)
+    artifact = train_and_export_events(
+        events, settings.run_dir / "artifacts", name=name, seed=args.seed, config=cfg, catalog=catalog
+    )
     reg = _registry(settings)
     version = reg.publish(artifact)
     print(f"registered {version} from {artifact}")

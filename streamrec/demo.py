@@ -52,7 +52,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from jobs import launcher
     from jobs.producer import EventProducer, replay
     from model_export.datasets import load_dataset
-    from model_export.event_log import popular_items, read_events
+    from model_export.event_log import popular_items, read_events, read_items
     from model_export.registry import Registry
     from model_export.train import TrainConfig, train_and_export_events
     from serving.store import connect, decode_user, key
@@ -80,8 +80,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
 
         _step(3, "train from the event log read back from Kafka; export to ONNX; register; promote")
         log_events = read_events(s.kafka.bootstrap, s.kafka.events_topic)
+        # The catalog read back too: item texts feed the model's text tower (and new items' rows).
+        catalog = read_items(s.kafka.bootstrap, s.kafka.items_topic)
         cfg = TrainConfig(epochs=epochs) if epochs else TrainConfig()
-        artifact = train_and_export_events(log_events, s.run_dir / "artifacts", name=args.dataset, config=cfg)
+        artifact = train_and_export_events(
+            log_events, s.run_dir / "artifacts", name=args.dataset, config=cfg, catalog=catalog
+        )
         registry = Registry(s.path(s.models.registry_dir))
         version = registry.publish(artifact)
         registry.promote(version)

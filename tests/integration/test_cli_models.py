@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,13 +26,19 @@ def test_train_from_kafka_and_the_registry(make_settings, tmp_path):
     settings, config = make_settings()
     r = connect(settings.redis.url)
     r.flushdb()
-    with EventProducer(settings.kafka.bootstrap, settings.kafka.events_topic) as p:
-        for e in load_dataset("ml-100k").events[:2000]:
+    data = load_dataset("ml-100k")
+    events = data.events[:2000]
+    seen = {e["item_id"] for e in events}
+    items = [i for i in data.items if i["item_id"] in seen]
+    with EventProducer(settings.kafka.bootstrap, settings.kafka.events_topic, settings.kafka.items_topic) as p:
+        for item in items:
+            p.send_item(item)
+        for e in events:
             p.send(e)
 
     trained = cli(config, "train", "--from-kafka", "--epochs", "1", "--promote")
     assert trained.returncode == 0, trained.stderr[-2000:]
-    assert "read 2000 events back" in trained.stdout
+    assert f"read 2000 events and {len(items)} items back" in trained.stdout
     assert r.get(MODEL_CURRENT) == b"v0001"
     assert len(json.loads(r.get(POPULAR))["items"]) > 10
 
@@ -39,6 +46,8 @@ def test_train_from_kafka_and_the_registry(make_settings, tmp_path):
     assert [(row["version"], row["promoted"], row["parent"]) for row in rows] == [("v0001", True, None)]
     assert set(rows[0]) == {"version", "path", "parent", "metrics", "promoted"}
     assert {"time", "loo"} <= set(rows[0]["metrics"])
+    contract = json.loads((Path(rows[0]["path"]) / "contract.json").read_text())
+    assert contract["text_encoder_file"] and contract["text_projection_file"]  # the catalog fed the text tower
 
     artifact = tmp_path / "copy"
     shutil.copytree(rows[0]["path"], artifact)
