@@ -232,21 +232,18 @@ def fit(name: str, split: Split, data: EvalData, cfg: HarnessConfig) -> Fitted:
     return Fitted(rank, time.perf_counter() - t0, info)
 
 
-def _curve_logger(name: str, split: Split, data: EvalData, cfg: HarnessConfig) -> Callable[[int, Any], None]:
+def _curve_logger(name: str, split: Split, data: EvalData, cfg: HarnessConfig) -> Callable[[Any], None]:
     """An ``on_epoch`` callback that prints the test metrics every ``cfg.curve_every`` epochs."""
-    from model_export.train import TrainedModel
 
-    tc = sasrec_id_config(cfg) if name == "sasrec-id" else streamrec_config(cfg)
-
-    def log(epoch: int, model: Any) -> None:
-        if epoch % cfg.curve_every:
+    def log(snapshot: Any) -> None:  # a model_export.train.TrainedModel
+        if snapshot.epochs_run % cfg.curve_every:
             return
-        device = next(model.parameters()).device
-        snapshot = TrainedModel(model.to("cpu"), list(data.index), tc, cfg.seed, 0.0, epoch, float("nan"))
+        device = next(snapshot.model.parameters()).device
+        snapshot.model.to("cpu")
         m = quality_metrics(rank_cases(snapshot.ranker(), split, data.index, cfg.k), split)
-        model.to(device)
+        snapshot.model.to(device)
         print(
-            f"  curve {name} epoch {epoch}: recall@{cfg.k} {m[f'recall@{cfg.k}']:.4f}  "
+            f"  curve {name} epoch {snapshot.epochs_run}: recall@{cfg.k} {m[f'recall@{cfg.k}']:.4f}  "
             f"ndcg@{cfg.k} {m[f'ndcg@{cfg.k}']:.4f}",
             flush=True,
         )

@@ -182,7 +182,7 @@ def train_split(
     init: tuple[SASRec, Sequence[str]] | None = None,
     scenario_names: Sequence[str] | None = None,
     encode: Callable[[list[str]], np.ndarray] | None = None,
-    on_epoch: Callable[[int, SASRec], None] | None = None,
+    on_epoch: Callable[[TrainedModel], None] | None = None,
 ) -> TrainedModel:
     """:func:`train` on a split's training data, with its event times and scenarios."""
     times, scenarios = _aligned_context(split)
@@ -204,7 +204,7 @@ def train(
     scenarios: Mapping[str, Sequence[str]] | None = None,
     scenario_names: Sequence[str] | None = None,
     encode: Callable[[list[str]], np.ndarray] | None = None,
-    on_epoch: Callable[[int, SASRec], None] | None = None,
+    on_epoch: Callable[[TrainedModel], None] | None = None,
 ) -> TrainedModel:
     """Train a :class:`~model_export.model.SASRec` on every user's full sequence.
 
@@ -228,8 +228,8 @@ def train(
         scenario_names: The model's scenario vocabulary (a warm start keeps its parent's); default:
             the names in ``scenarios``, sorted.
         encode: Texts -> unit vectors (default :func:`model_export.item_text.encode_texts`).
-        on_epoch: Called after each epoch with its number and the model (still in training mode and
-            on the training device: a learning curve switches it to eval mode and back itself).
+        on_epoch: Called after each epoch with the model so far (``epochs_run`` is the epoch; the
+            model is on the training device; training resumes in training mode afterwards).
 
     Returns:
         The trained model (in eval mode) and its item index.
@@ -320,7 +320,7 @@ def train(
         if epoch == 1 or epoch % 10 == 0 or epoch == cfg.epochs:
             print(f"  epoch {epoch:3d}/{cfg.epochs}  loss {loss_value:.4f}  {elapsed:5.1f}s", flush=True)
         if on_epoch is not None:
-            on_epoch(epoch, model)
+            on_epoch(TrainedModel(model, items, cfg, seed, elapsed, epoch, loss_value, names))
             model.train()
         if cfg.max_seconds is not None and elapsed > cfg.max_seconds:
             print(f"  stopping after {epoch} epochs: max_seconds={cfg.max_seconds} reached", flush=True)

@@ -230,11 +230,13 @@ def test_the_learning_curve_is_logged_every_n_epochs(capsys: pytest.CaptureFixtu
     events = events_of(seqs)
     data = EvalData("tiny", events, item_index({"": [e["item_id"] for e in events]}), {}, 1)
     cfg = HarnessConfig(core=1, cold_fraction=0.0, epochs=4, curve_every=2, max_len=6, batch_size=8)
-    out = evaluate_models(data, "loo", ["sasrec-id"], cfg)
-    lines = [line for line in capsys.readouterr().out.splitlines() if "curve" in line]
-    assert [line.split("epoch ")[1].split(":")[0] for line in lines] == ["2", "4"]
-    # the curve's last point is the model the harness then measures: the same ranking
-    assert f"recall@10 {out['models']['sasrec-id']['recall@10']:.4f}" in lines[-1]
+    for name in ("sasrec-id", "streamrec"):  # streamrec: with its time-gap and scenario inputs
+        out = evaluate_models(data, "loo", [name], cfg)
+        lines = [line for line in capsys.readouterr().out.splitlines() if "curve" in line]
+        assert [line.split("epoch ")[1].split(":")[0] for line in lines] == ["2", "4"]
+        # the curve's last point is the model the harness then measures: the same ranking
+        m = out["models"][name]
+        assert lines[-1].endswith(f"recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}")
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,7 @@ def test_on_epoch_sees_every_epoch_and_the_rate_decays_to_zero(monkeypatch: pyte
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
     seen: list[tuple[int, bool]] = []
-    train(seqs, cfg, seed=0, on_epoch=lambda epoch, model: seen.append((epoch, model.training)))
+    train(seqs, cfg, seed=0, on_epoch=lambda snap: seen.append((snap.epochs_run, snap.model.training)))
     assert seen == [(1, True), (2, True), (3, True)]
     assert rates[0] == pytest.approx(1e-2) and rates[-1] < 1e-3  # cosine: full rate first, near 0 last
     assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
