@@ -180,6 +180,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: no events to train on ({name})", file=sys.stderr)
         return 1
     cfg = replace(TrainConfig(), epochs=args.epochs) if args.epochs else TrainConfig()
+    if args.max_len:
+        cfg = replace(cfg, model=replace(cfg.model, max_len=args.max_len))
     artifact = train_and_export_events(
         events, settings.run_dir / "artifacts", name=name, seed=args.seed, config=cfg, catalog=catalog
     )
@@ -404,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--from-kafka", action="store_true", help="the events topic, read back from Kafka")
     s.add_argument("--promote", action="store_true")
     s.add_argument("--epochs", type=int)
+    s.add_argument("--max-len", type=int, help="recent items the model reads (default 50; keep job.recent_items >= it)")
     s.add_argument("--max-events", type=int)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_train)

@@ -179,3 +179,24 @@ def test_trainer_section_defaults_and_overrides(tmp_path: Path) -> None:
     assert (t.gate_metric, t.gate_min_delta, t.min_new_events, t.holdout_fraction) == ("ndcg@10", 0.0, 1000, 0.2)
     s = load_config(write(tmp_path, "trainer:\n  gate_min_delta: -0.01\n  max_train_seconds: null\n"), environ={})
     assert s.trainer.gate_min_delta == -0.01 and s.trainer.max_train_seconds is None
+
+
+def test_train_cli_passes_the_catalog_and_the_history_length(monkeypatch) -> None:
+    """`streamrec train --dataset`: the data set's items feed the text tower; --max-len reaches the model."""
+    import model_export.train as train_module
+    from streamrec.cli import main
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(events, out_dir, *, name, seed, config, catalog):
+        seen.update(n=len(events), max_len=config.model.max_len, catalog=catalog)
+        raise Stop
+
+    monkeypatch.setattr(train_module, "train_and_export_events", spy)
+    with pytest.raises(Stop):
+        main(["train", "--dataset", "ml-100k", "--max-events", "500", "--max-len", "20"])
+    assert seen["n"] == 500 and seen["max_len"] == 20
+    assert len(seen["catalog"]) == 1682 and seen["catalog"]["1"]["title"].startswith("Toy Story")
