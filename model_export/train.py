@@ -52,8 +52,8 @@ class TrainConfig:
     """How the model is trained and evaluated (the model's own shape is in ``model``)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    # ML-100k: ~20 batches/epoch, ~2.3 s/epoch on 2 CPU cores; 30 epochs (~70 s) reach LOO
-    # Recall@10 ~0.20 (2.4x popularity). ML-1M: ~8x the data per epoch; pass fewer epochs or use a GPU.
+    # ML-100k: ~2.5 s/epoch on 2 CPU cores; 30 epochs reach LOO Recall@10 ~0.23 (2.6x popularity).
+    # ML-1M (max_len 200, batch 64): ~65 s/epoch; 30 epochs reach 0.33 (bench/results/quality-ml1m.json).
     epochs: int = 30
     batch_size: int = 128
     # Adam at 2e-3 (twice the usual SASRec rate): converges within the short CPU budget, and
