@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--protocols", default="loo,time", help="comma-separated loo and/or time")
     add_run_options(p)
     p.add_argument("--out", type=Path, help="result file (default bench/results/quality.json)")
-    # `streamrec bench quality --json -- --datasets ...` hands the "--" on (argparse.REMAINDER keeps it): drop it.
-    args = p.parse_args([a for a in (sys.argv[1:] if argv is None else argv) if a != "--"])
+    args = p.parse_args(argv)
 
     if args.device.startswith("cuda"):
         import torch

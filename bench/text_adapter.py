@@ -496,8 +496,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-adaptation", action="store_true")
     p.add_argument("--out", type=Path, help="result file (default bench/results/text_adapter[-quick].json)")
-    # `streamrec bench NAME --json -- --quick` hands the "--" on (argparse.REMAINDER keeps it): drop it.
-    args = p.parse_args([a for a in (sys.argv[1:] if argv is None else argv) if a != "--"])
+    args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.arms = [a for a in args.arms.split(",") if a]
     if args.quick:

@@ -53,7 +53,6 @@ class History:
 Ranker = Callable[[Sequence[History]], np.ndarray]
 
 
-
 @dataclass(frozen=True)
 class Split:
     """Training sequences and held-out test cases of one protocol.

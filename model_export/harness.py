@@ -49,7 +49,7 @@ from model_export.evaluate import (
 )
 
 if TYPE_CHECKING:
-    from model_export.train import TrainConfig
+    from model_export.train import TrainConfig, TrainedModel
 
 # Our model first, then the baselines from the strongest expected to the weakest.
 MODELS: tuple[str, ...] = ("streamrec", "sasrec-id", "itemknn", "popularity", "recent-popularity")
@@ -232,10 +232,10 @@ def fit(name: str, split: Split, data: EvalData, cfg: HarnessConfig) -> Fitted:
     return Fitted(rank, time.perf_counter() - t0, info)
 
 
-def _curve_logger(name: str, split: Split, data: EvalData, cfg: HarnessConfig) -> Callable[[Any], None]:
+def _curve_logger(name: str, split: Split, data: EvalData, cfg: HarnessConfig) -> Callable[[TrainedModel], None]:
     """An ``on_epoch`` callback that prints the test metrics every ``cfg.curve_every`` epochs."""
 
-    def log(snapshot: Any) -> None:  # a model_export.train.TrainedModel
+    def log(snapshot: TrainedModel) -> None:
         if snapshot.epochs_run % cfg.curve_every:
             return
         device = next(snapshot.model.parameters()).device

@@ -355,7 +355,9 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         available = sorted(p.stem for p in script.parent.glob("*.py"))
         print(f"error: no benchmark {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
         return 2
-    sys.argv = [str(script), *(["--json"] if args.json else []), *args.rest]
+    # argparse.REMAINDER keeps the "--" that separates the benchmark's own options: the script must not see it.
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    sys.argv = [str(script), *(["--json"] if args.json else []), *rest]
     sys.path.insert(0, str(script.parent))  # as `python bench/NAME.py` has it: benchmarks share bench/audit.py
     runpy.run_path(str(script), run_name="__main__")
     return 0
