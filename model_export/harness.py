@@ -88,6 +88,8 @@ class HarnessConfig:
     # Log the test metrics of the neural models every this many epochs (0: never): a learning curve
     # for the log. It reads the test cases, so it informs reports only; no setting is chosen by it.
     curve_every: int = 0
+    # How readily our model recommends items it has no id row for (None: TrainConfig's cold_exposure).
+    cold_exposure: float | None = None
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +105,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-len", type=int, help="recent items the neural models read (default: ModelConfig's)")
     parser.add_argument("--batch-size", type=int, help="training windows per batch (default: TrainConfig's)")
     parser.add_argument("--curve-every", type=int, default=0, help="log test metrics every N epochs (0: never)")
+    parser.add_argument(
+        "--cold-exposure", type=float, help="text-only rows' recall@k over trained rows' (default: TrainConfig's)"
+    )
 
 
 def run_options(args: argparse.Namespace) -> tuple[list[str], HarnessConfig]:
@@ -126,6 +131,7 @@ def run_options(args: argparse.Namespace) -> tuple[list[str], HarnessConfig]:
         max_len=args.max_len,
         batch_size=args.batch_size,
         curve_every=args.curve_every,
+        cold_exposure=args.cold_exposure,
     )
     return models, cfg
 
@@ -172,6 +178,8 @@ def train_config(cfg: HarnessConfig) -> TrainConfig:
         base = replace(base, batch_size=cfg.batch_size)
     if cfg.max_len is not None:
         base = replace(base, model=replace(base.model, max_len=cfg.max_len))
+    if cfg.cold_exposure is not None:
+        base = replace(base, cold_exposure=cfg.cold_exposure)
     return base
 
 

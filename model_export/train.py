@@ -46,6 +46,11 @@ from model_export.evaluate import (
 from model_export.export import export_artifact
 from model_export.model import PAD, ModelConfig, SASRec
 
+# Training windows whose newest position calibrates the text-only rows: enough for a stable recall@10
+# estimate (its standard error ~0.006), a few seconds of scoring on CPU.
+CALIBRATION_WINDOWS = 4096
+CALIBRATION_BATCH = 512
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -72,6 +77,10 @@ class TrainConfig:
     # Cosine decay of the learning rate to 0 over ``epochs``: ML-100k LOO Recall@10 0.2238 vs 0.2131
     # at a constant rate (30 epochs, seed 0); the last epochs settle instead of bouncing.
     lr_decay: bool = True
+    # Text-only rows (items without training events) are scaled so that a relevant one reaches the top k
+    # this share as often as a relevant trained item (:meth:`SASRec.calibrate_text_only`): 1.0 is equal
+    # opportunity for new items; 0 leaves them unscaled (they then rarely reach a top 10).
+    cold_exposure: float = 1.0
 
 
 @dataclass
@@ -327,8 +336,26 @@ def train(
             break
     model.eval()
     model.to("cpu")
-    model.calibrate_text_only()
+    queries, targets = _calibration_pairs(model, xt.cpu(), yt.cpu(), gt.cpu(), ct.cpu(), rng)
+    model.calibrate_text_only(queries, targets, cfg.cold_exposure, cfg.k)
     return TrainedModel(model, items, cfg, seed, time.perf_counter() - t0, epoch, loss_value, names)
+
+
+def _calibration_pairs(
+    model: SASRec, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, c: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(User vector, next item) at the newest position of up to :data:`CALIBRATION_WINDOWS` training windows.
+
+    The newest position sees a full window of history, as a served user does.
+    """
+    if model.text_proj is None:
+        return torch.zeros(0, model.cfg.d), torch.zeros(0, dtype=torch.long)
+    pick = torch.from_numpy(np.sort(rng.permutation(len(x))[:CALIBRATION_WINDOWS]))
+    with torch.no_grad():
+        queries = torch.cat([
+            model.user_vector(x[i], g[i], c[i]) for i in pick.split(CALIBRATION_BATCH)
+        ])  # (B, d)
+    return queries, y[pick, -1]
 
 
 def _text_features(

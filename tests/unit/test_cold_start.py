@@ -160,7 +160,16 @@ def test_grown_table_keeps_known_rows_and_every_other_weight() -> None:
         grow_item_table(parent, items, ["k0"], texts, counts, encode_texts)
 
 
-def test_text_only_rows_are_calibrated_to_the_length_of_trained_rows() -> None:
+def _recall_at_k(queries: np.ndarray, table: np.ndarray, targets: np.ndarray, rows: np.ndarray, k: int) -> float:
+    """Share of (query, target) pairs whose target, scored by ``rows``, beats all but k - 1 other trained rows."""
+    hits = 0
+    for q, t, r in zip(queries, targets, rows, strict=True):
+        others = np.delete(table, t, axis=0) @ q
+        hits += int((others > r @ q).sum() < k)
+    return hits / len(targets)
+
+
+def test_text_only_rows_are_scaled_until_new_items_reach_the_top_k_as_often_as_trained_ones() -> None:
     from model_export.train import TrainConfig, train
 
     rng = np.random.default_rng(0)
@@ -172,19 +181,36 @@ def test_text_only_rows_are_calibrated_to_the_length_of_trained_rows() -> None:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     seqs = {f"u{u}": [f"i{(u + t) % 16}" for t in range(8)] for u in range(30)}  # i16..i19: no events
-    cfg = TrainConfig(model=ModelConfig(max_len=6, d=16, n_blocks=1), epochs=3, batch_size=16)
+    cfg = TrainConfig(model=ModelConfig(max_len=6, d=16, n_blocks=1), epochs=20, batch_size=16, k=1)
     catalog = {i: {"item_id": i, "title": t} for i, t in texts.items()}
     trained = train(seqs, cfg, seed=0, items=list(texts), catalog=catalog, encode=encode)
     model = trained.model
     warm = model.has_id > 0
     assert warm.sum() == 16 and not warm[17:].any()
-    text = model.text_proj(model.text_feat).detach()
-    expected = (model.item_matrix().detach()[warm].norm(dim=1).mean() / text[warm].norm(dim=1).mean()).item()
-    assert float(model.text_only_scale) == pytest.approx(expected) and expected != pytest.approx(1.0)
+    assert float(model.text_only_scale) > 1.0  # the walk is learned by the id rows: text alone is weaker
+
+    # The scale is the smallest at which a target's text-only row reaches the top k `exposure` times as
+    # often as its trained row, checked here with a brute-force count over the 16 trained rows.
+    queries = torch.from_numpy(rng.normal(size=(200, 16)).astype(np.float32))
+    targets = torch.from_numpy(rng.integers(1, 17, size=200))
+    k, exposure = 3, 0.8
+    scale = model.calibrate_text_only(queries, targets, exposure, k)
+    assert float(model.text_only_scale) == scale
+    with torch.no_grad():
+        known = model.item_matrix().numpy()[:17]  # padding row 0 stays out: it is never ranked
+        text = model.text_proj(model.text_feat).numpy()
+    q, t = queries.numpy(), targets.numpy()
+    tab = known[1:]
+    known_recall = _recall_at_k(q, tab, t - 1, known[t], k)
+    assert _recall_at_k(q, tab, t - 1, scale * text[t], k) >= exposure * known_recall
+    assert _recall_at_k(q, tab, t - 1, 0.99 * scale * text[t], k) < exposure * known_recall
+    assert model.calibrate_text_only(queries, targets, 0.0, k) == 1.0  # exposure 0: unscaled
+
+    expected = model.calibrate_text_only(queries, targets, exposure, k)
     out, raw = model.output_matrix().detach(), model.item_matrix().detach()
     torch.testing.assert_close(out[:17], raw[:17])  # padding and trained rows: unchanged
     torch.testing.assert_close(out[17:], raw[17:] * expected)  # text-only rows: rescaled
-    torch.testing.assert_close(out[17:], text[17:] * expected)  # ... which is what the exported projection gives
+    torch.testing.assert_close(out[17:], torch.from_numpy(text[17:]) * expected)  # ... as the exported projection gives
     # the ranker scores with the calibrated rows
     from model_export.evaluate import History
 
@@ -192,3 +218,26 @@ def test_text_only_rows_are_calibrated_to_the_length_of_trained_rows() -> None:
     with torch.no_grad():
         user = model.user_vector(*trained.inputs([hist]))
     np.testing.assert_allclose(trained.ranker()([hist])[0], (user @ out.T)[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("negatives", [0, 8])
+def test_items_without_training_events_are_not_negatives(negatives: int) -> None:
+    # A new item is not in the catalogue when a production model trains: ranking it below every target
+    # would teach the model that items without events are bad.
+    model = SASRec(6, ModelConfig(max_len=4, d=8, n_blocks=1), text_dim=TEXT_DIM).eval()
+    rng = np.random.default_rng(0)
+    text = torch.from_numpy(rng.normal(size=(7, TEXT_DIM)).astype(np.float32))
+    model.set_items(has_id=torch.tensor([0, 1, 1, 1, 1, 1, 0]), text=text)
+    seq = torch.tensor([[0, 1, 2, 3], [2, 3, 4, 5]])
+    tgt = torch.tensor([[0, 2, 3, 4], [3, 4, 5, 1]])
+
+    def loss() -> float:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return float(model.loss(seq, tgt, negatives=negatives))
+
+    before = loss()
+    model.text_feat[6] *= -5.0  # item 6 has no events: its text-only row must not matter
+    assert loss() == pytest.approx(before, abs=0.0)
+    model.text_feat[5] *= -5.0  # item 5 has events: its row does
+    assert loss() != pytest.approx(before)

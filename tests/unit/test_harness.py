@@ -214,15 +214,16 @@ def test_run_options_reach_both_neural_models() -> None:
     parser = argparse.ArgumentParser()
     harness.add_run_options(parser)
     args = ["--epochs", "3", "--max-len", "200", "--batch-size", "64", "--curve-every", "2", "--no-cold"]
-    models, cfg = harness.run_options(parser.parse_args(args))
+    models, cfg = harness.run_options(parser.parse_args([*args, "--cold-exposure", "0.5"]))
     assert models == list(harness.MODELS) and cfg.cold_fraction == 0.0 and cfg.curve_every == 2
     ours, ids = harness.streamrec_config(cfg), harness.sasrec_id_config(cfg)
+    assert ours.cold_exposure == 0.5
     for tc in (ours, ids):
         assert (tc.epochs, tc.batch_size, tc.model.max_len) == (3, 64, 200)
     assert ours.model.text and ours.model.time_gaps and ours.model.scenarios
     assert not (ids.model.text or ids.model.time_gaps or ids.model.scenarios)
     default = harness.streamrec_config(HarnessConfig())
-    assert default.model.max_len == 50 and default.batch_size == 128
+    assert default.model.max_len == 50 and default.batch_size == 128 and default.cold_exposure == 1.0
 
 
 def test_the_learning_curve_is_logged_every_n_epochs(capsys: pytest.CaptureFixture[str]) -> None:
