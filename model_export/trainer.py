@@ -237,7 +237,7 @@ def _run(
     )
 
     base = train_config or TrainConfig()
-    base = replace(base, max_seconds=config.max_train_seconds, k=K)
+    base = replace(base, max_seconds=config.max_train_seconds, k=K, cold_exposure=config.cold_exposure)
     trained, init = _candidate(log, registry, serving, split, base, config, encode)
 
     if work_dir is not None:

@@ -182,6 +182,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     cfg = replace(TrainConfig(), epochs=args.epochs) if args.epochs else TrainConfig()
     if args.max_len:
         cfg = replace(cfg, model=replace(cfg.model, max_len=args.max_len))
+    if args.cold_exposure is not None:
+        cfg = replace(cfg, cold_exposure=args.cold_exposure)
     artifact = train_and_export_events(
         events, settings.run_dir / "artifacts", name=name, seed=args.seed, config=cfg, catalog=catalog
     )
@@ -409,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--promote", action="store_true")
     s.add_argument("--epochs", type=int)
     s.add_argument("--max-len", type=int, help="recent items the model reads (default 50; keep job.recent_items >= it)")
+    s.add_argument(
+        "--cold-exposure", type=float, help="new items' top-10 recall over known items' (default 1.0; 0: no boost)"
+    )
     s.add_argument("--max-events", type=int)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_train)

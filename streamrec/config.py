@@ -157,6 +157,9 @@ class TrainerConfig(_Section):
     gate_min_delta: float = 0.0
     # A training stops after the epoch that passes this many seconds; null: every epoch.
     max_train_seconds: float | None = Field(600.0, gt=0)
+    # Items that arrived since the last training are scored from their text: their rows are scaled so
+    # that, when relevant, they reach the top 10 this share as often as trained items (0: unscaled).
+    cold_exposure: float = Field(1.0, ge=0)
     seed: int = 0
 
     @model_validator(mode="after")

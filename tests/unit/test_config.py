@@ -182,7 +182,7 @@ def test_trainer_section_defaults_and_overrides(tmp_path: Path) -> None:
 
 
 def test_train_cli_passes_the_catalog_and_the_history_length(monkeypatch) -> None:
-    """`streamrec train --dataset`: the data set's items feed the text tower; --max-len reaches the model."""
+    """`streamrec train --dataset`: the data set's items feed the text tower; --max-len and --cold-exposure reach it."""
     import model_export.train as train_module
     from streamrec.cli import main
 
@@ -192,11 +192,11 @@ def test_train_cli_passes_the_catalog_and_the_history_length(monkeypatch) -> Non
         pass
 
     def spy(events, out_dir, *, name, seed, config, catalog):
-        seen.update(n=len(events), max_len=config.model.max_len, catalog=catalog)
+        seen.update(n=len(events), max_len=config.model.max_len, exposure=config.cold_exposure, catalog=catalog)
         raise Stop
 
     monkeypatch.setattr(train_module, "train_and_export_events", spy)
     with pytest.raises(Stop):
-        main(["train", "--dataset", "ml-100k", "--max-events", "500", "--max-len", "20"])
-    assert seen["n"] == 500 and seen["max_len"] == 20
+        main(["train", "--dataset", "ml-100k", "--max-events", "500", "--max-len", "20", "--cold-exposure", "0.5"])
+    assert seen["n"] == 500 and seen["max_len"] == 20 and seen["exposure"] == 0.5
     assert len(seen["catalog"]) == 1682 and seen["catalog"]["1"]["title"].startswith("Toy Story")

@@ -305,7 +305,10 @@ def test_a_serving_version_without_weights_is_followed_by_a_model_from_scratch(
     rewrite_contract(old, files=files)
     reg = Registry(tmp_path / "models")
     reg.promote(reg.publish(old))
-    cfg = TrainerConfig(min_new_events=100, min_holdout_events=20, epochs=2, max_train_seconds=None, gate_min_delta=-1)
+    cfg = TrainerConfig(
+        min_new_events=100, min_holdout_events=20, epochs=2, max_train_seconds=None, gate_min_delta=-1,
+        cold_exposure=0.5,
+    )
 
     def hook(version: str, events: object) -> None:
         raise ConnectionError("redis away")
@@ -322,6 +325,7 @@ def test_a_serving_version_without_weights_is_followed_by_a_model_from_scratch(
     assert decisions(reg) == ["promoted"]
     contract = load_contract(reg.path("v0002"))
     assert contract.parent == "v0001" and contract.hyper_parameters["epochs_run"] == 2
+    assert contract.hyper_parameters["cold_exposure"] == 0.5  # the trainer's setting reached the training
     assert WEIGHTS_FILE in contract.files  # the next run can warm-start from this one
 
 
