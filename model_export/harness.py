@@ -92,6 +92,15 @@ class HarnessConfig:
     cold_exposure: float | None = None
 
 
+def cold_exposure_option(text: str) -> float:
+    """``--cold-exposure``: a share, 0 or more."""
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        msg = f"must be 0 or more (1.0: equal opportunity for new items; 0: no boost), not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options `streamrec eval` and `bench/quality.py` share: models, training budget, cold run, device."""
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {','.join(MODELS)}")
@@ -106,7 +115,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="training windows per batch (default: TrainConfig's)")
     parser.add_argument("--curve-every", type=int, default=0, help="log test metrics every N epochs (0: never)")
     parser.add_argument(
-        "--cold-exposure", type=float, help="text-only rows' recall@k over trained rows' (default: TrainConfig's)"
+        "--cold-exposure",
+        type=cold_exposure_option,
+        help="new items' recall@k over known items' (default: TrainConfig's 1.0; 0: no boost)",
     )
 
 

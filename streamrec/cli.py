@@ -404,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-items", action="store_true", help="do not send the catalog to the items topic")
     s.set_defaults(func=cmd_replay)
 
+    from model_export.harness import (  # numpy only: torch loads when a model trains
+        add_run_options,
+        cold_exposure_option,
+    )
+
     s = sub.add_parser("train", help="train, evaluate, export and register a model version")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="a shipped data set: ml-100k, ml-1m")
@@ -412,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--max-len", type=int, help="recent items the model reads (default 50; keep job.recent_items >= it)")
     s.add_argument(
-        "--cold-exposure", type=float, help="new items' top-10 recall over known items' (default 1.0; 0: no boost)"
+        "--cold-exposure",
+        type=cold_exposure_option,
+        help="new items' top-10 recall over known items' (default 1.0: equal; 0: no boost)",
     )
     s.add_argument("--max-events", type=int)
     s.add_argument("--seed", type=int, default=0)
@@ -472,8 +479,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--dataset", required=True)
     s.add_argument("--protocol", choices=["loo", "time"], default="loo")
-    from model_export.harness import add_run_options  # numpy only: torch loads when a model trains
-
     add_run_options(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)

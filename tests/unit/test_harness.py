@@ -218,6 +218,9 @@ def test_run_options_reach_both_neural_models() -> None:
     assert models == list(harness.MODELS) and cfg.cold_fraction == 0.0 and cfg.curve_every == 2
     ours, ids = harness.streamrec_config(cfg), harness.sasrec_id_config(cfg)
     assert ours.cold_exposure == 0.5
+    for bad in ("-0.1", "nan", "many"):
+        with pytest.raises(SystemExit):  # argparse: exit 2 with the reason, no training started
+            parser.parse_args(["--cold-exposure", bad])
     for tc in (ours, ids):
         assert (tc.epochs, tc.batch_size, tc.model.max_len) == (3, 64, 200)
     assert ours.model.text and ours.model.time_gaps and ours.model.scenarios
