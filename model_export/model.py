@@ -10,10 +10,11 @@ scores every item as the next one.
 The item matrix is a learned id embedding plus a trained projection of the item's frozen text
 embedding (all-MiniLM-L6-v2, :mod:`model_export.item_text`). Items without training events have no
 id row (masked to zero), so they are scored from their text alone: the cold-start path. Dropping a
-random share of id rows at each step teaches the text path to stand alone. The text part of a row is
-shorter than a whole row (the id adds to it), so a text-only row would score low against every
-trained row; :meth:`SASRec.calibrate_text_only` rescales text-only *output* rows by the ratio of the
-two lengths measured on the trained items (:meth:`SASRec.output_matrix`).
+random share of id rows at each step teaches the text path to stand alone, and items without events
+are left out of the training softmax, so that "no events yet" is not learnt as "bad". A text-only row
+is weaker than a trained one (the id adds to it), so it would seldom reach a top k even when relevant;
+:meth:`SASRec.calibrate_text_only` rescales text-only *output* rows (:meth:`SASRec.output_matrix`)
+until a relevant new item reaches the top k as often as a relevant known one, on training data.
 
 Trained with full softmax cross-entropy over all items at every position (or a sampled softmax,
 :attr:`SASRec.loss`), which beats sampled BCE by a wide margin on MovieLens.
