@@ -14,7 +14,9 @@ random share of id rows at each step teaches the text path to stand alone, and i
 are left out of the training softmax, so that "no events yet" is not learnt as "bad". A text-only row
 is weaker than a trained one (the id adds to it), so it would seldom reach a top k even when relevant;
 :meth:`SASRec.calibrate_text_only` rescales text-only *output* rows (:meth:`SASRec.output_matrix`)
-until a relevant new item reaches the top k as often as a relevant known one, on training data.
+until a relevant new item reaches the top k as often as a relevant known one. That is measured on
+stand-ins for new items: a few trained items whose text the projection is kept from fitting
+(``text_fixed`` in :meth:`SASRec.loss`), on next-item events held out of the loss.
 
 Trained with full softmax cross-entropy over all items at every position (or a sampled softmax,
 :attr:`SASRec.loss`), which beats sampled BCE by a wide margin on MovieLens.
@@ -165,17 +167,22 @@ class SASRec(nn.Module):
                 self.text_feat.copy_(text)
                 self.text_feat[PAD].zero_()
 
-    def item_matrix(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+    def item_matrix(self, id_keep: torch.Tensor | None = None, text_fixed: torch.Tensor | None = None) -> torch.Tensor:
         """The tied item matrix (N + 1, d): id row (where the item has one) + projected text; row 0 zero.
 
         Args:
             id_keep: Optional float (N + 1,) mask of id rows to keep (id dropout while training).
+            text_fixed: Optional bool (N + 1,) rows whose projected text passes no gradient to the
+                projection (the calibration items of :meth:`loss`).
         """
         keep = self.has_id if id_keep is None else self.has_id * id_keep
         table = self.item_emb.weight * keep[:, None]  # (N + 1, d)
         if self.text_proj is not None:
             nonpad = (torch.arange(self.n_items + 1, device=table.device) != PAD).float()
-            table = table + self.text_proj(self.text_feat) * nonpad[:, None]
+            text = self.text_proj(self.text_feat)  # (N + 1, d)
+            if text_fixed is not None:
+                text = torch.where(text_fixed[:, None], text.detach(), text)
+            table = table + text * nonpad[:, None]
         return table
 
     def output_matrix(self) -> torch.Tensor:
@@ -191,14 +198,23 @@ class SASRec(nn.Module):
         scale = torch.where(text_only, self.text_only_scale, torch.ones_like(self.has_id))
         return table * scale[:, None]
 
-    def calibrate_text_only(self, queries: torch.Tensor, targets: torch.Tensor, exposure: float, k: int) -> float:
+    def calibrate_text_only(
+        self,
+        queries: torch.Tensor,
+        targets: torch.Tensor,
+        exposure: float,
+        k: int,
+        exclude: torch.Tensor | None = None,
+    ) -> float:
         """Set the output scale of text-only rows so that new items are recommended when they are relevant.
 
         A text-only row is weaker than a trained one (its text part alone), so unscaled it almost never
         reaches the top k: ML-100k, 10% of the items hidden from training, cold Recall@10 0.04 against
-        0.22 for known items. Each (query, target) pair, from the training data, asks: if the target were
-        new, would its text-only row reach the top ``k`` among the trained rows? The scale is the smallest
-        one for which that happens ``exposure`` times as often as it does for the target's trained row.
+        0.22 for known items. Each (query, target) pair asks: if the target were new, would its text-only
+        row reach the top ``k`` among the trained rows? The scale is the smallest one for which that
+        happens ``exposure`` times as often as it does for the target's trained row. The estimate holds
+        for truly new items only if the pairs were not trained on and the projection never fitted the
+        targets' texts (:func:`model_export.train.calibration_items`).
 
         Args:
             queries: User vectors, float (B, d).
@@ -206,6 +222,8 @@ class SASRec(nn.Module):
             exposure: Wanted recall@k of a target as a text-only row, over its recall@k as a trained
                 row: 1.0 is equal opportunity; 0 leaves the scale at 1.
             k: The cut-off.
+            exclude: Optional bool (B, N + 1): items that do not compete for a pair's top k (the
+                user's own items, filtered when serving); the target itself is never excluded.
 
         Returns:
             The scale (1.0 for a model without text, without pairs or with ``exposure`` 0).
@@ -214,6 +232,8 @@ class SASRec(nn.Module):
         if self.text_proj is not None and exposure > 0 and len(targets):
             with torch.no_grad():
                 scores = (queries @ self.item_matrix().T).masked_fill(self.has_id == 0, float("-inf"))  # (B, N + 1)
+                if exclude is not None:
+                    scores = scores.masked_fill(exclude.scatter(1, targets[:, None], False), float("-inf"))
                 hit = scores.gather(1, targets[:, None])  # (B, 1)
                 known_recall = float(((scores > hit).sum(1) < k).float().mean())
                 text_hit = (queries * self.text_proj(self.text_feat[targets])).sum(1, keepdim=True)  # (B, 1)
@@ -282,6 +302,7 @@ class SASRec(nn.Module):
         gaps: torch.Tensor | None = None,
         scenarios: torch.Tensor | None = None,
         negatives: int = 0,
+        text_fixed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Softmax cross-entropy of the next item at every non-padded position.
 
@@ -292,6 +313,9 @@ class SASRec(nn.Module):
             scenarios: Scenario ids, int64 (B, L).
             negatives: 0: full softmax over all items; else a sampled softmax against this many
                 uniform negatives shared by the batch (a negative equal to the target is masked).
+            text_fixed: Optional bool (N + 1,) items whose text the projection must not fit: they keep
+                their id rows, and their text-only rows then stand in for never-seen items when
+                :meth:`calibrate_text_only` is fed pairs with them as targets.
 
         Returns:
             The mean loss, a scalar.
@@ -299,7 +323,7 @@ class SASRec(nn.Module):
         id_keep = None
         if self.text_proj is not None and self.training and self.cfg.id_dropout > 0:
             id_keep = (torch.rand(self.n_items + 1, device=item_seq.device) >= self.cfg.id_dropout).float()
-        table = self.item_matrix(id_keep)  # (N + 1, d)
+        table = self.item_matrix(id_keep, text_fixed)  # (N + 1, d)
         h = self.forward(item_seq, gaps, scenarios, table)  # (B, L, d)
         keep = targets != PAD  # (B, L)
         h, tgt = h[keep], targets[keep]  # (T, d), (T,)
