@@ -326,6 +326,8 @@ class SASRec(nn.Module):
         table = self.item_matrix(id_keep, text_fixed)  # (N + 1, d)
         h = self.forward(item_seq, gaps, scenarios, table)  # (B, L, d)
         keep = targets != PAD  # (B, L)
+        if not keep.any():  # e.g. a batch of held-out calibration targets only: nothing to learn from
+            return (h.sum() + table.sum()) * 0.0
         h, tgt = h[keep], targets[keep]  # (T, d), (T,)
         if negatives <= 0:
             # Only real targets pay for the (., N + 1) logits: the softmax over all items dominates the cost.

@@ -53,7 +53,7 @@ from model_export.model import PAD, ModelConfig, SASRec
 CALIBRATION_ITEM_SHARE = 0.05
 # Calibration pairs (a calibration item as the next item) held out of the loss: up to this many,
 # enough for a stable recall@10 estimate (its standard error ~0.006), a few seconds of scoring on CPU...
-CALIBRATION_WINDOWS = 4096
+CALIBRATION_PAIRS = 4096
 # ... and at most this share of the calibration items' next-item events, so that their id rows still
 # learn about as well as the others' (the reference the text-only rows are calibrated against).
 CALIBRATION_HOLDOUT = 0.25
@@ -388,11 +388,11 @@ def _calibration_positions(y: np.ndarray, probe: np.ndarray, rng: np.random.Gene
     """(window, position) int64 (P, 2) of the calibration pairs: next items that are calibration items.
 
     At most one per training window, its newest such position (the most history, as a served user
-    has), from up to :data:`CALIBRATION_WINDOWS` windows and :data:`CALIBRATION_HOLDOUT` of those events.
+    has), from up to :data:`CALIBRATION_PAIRS` windows and :data:`CALIBRATION_HOLDOUT` of those events.
     """
     is_probe = probe[y]  # (W, L)
     windows = np.flatnonzero(is_probe.any(1))
-    n = min(CALIBRATION_WINDOWS, int(CALIBRATION_HOLDOUT * is_probe.sum()))
+    n = min(CALIBRATION_PAIRS, int(CALIBRATION_HOLDOUT * is_probe.sum()))
     pick = np.sort(rng.permutation(windows)[:n])
     pos = y.shape[1] - 1 - is_probe[pick, ::-1].argmax(1)  # (P,)
     return np.stack([pick, pos], axis=1).astype(np.int64)

@@ -326,3 +326,12 @@ def test_calibration_pairs_are_the_newest_calibration_target_of_each_window() ->
     pairs = np.array([[0, 2], [1, 2], [3, 3]])
     torch.testing.assert_close(_user_vectors_at(model, xt, g, g, pairs), hidden[pairs[:, 0], pairs[:, 1]])
     assert _user_vectors_at(model, xt, g, g, np.zeros((0, 2), dtype=np.int64)).shape == (0, 8)
+
+
+def test_a_batch_whose_targets_are_all_held_out_trains_nothing_and_stays_finite() -> None:
+    model = SASRec(6, ModelConfig(max_len=4, d=8, n_blocks=1), text_dim=TEXT_DIM).train()
+    seq = torch.tensor([[0, 0, 1, 3]])
+    loss = model.loss(seq, torch.zeros_like(seq))  # its one target was held out for calibration
+    loss.backward()
+    assert float(loss) == 0.0
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
