@@ -317,7 +317,6 @@ def train(
     # calibration pairs are left out of the loss: their recall is then measured as on new events.
     held = _calibration_positions(y, probe, rng) if text_fixed is not None else np.zeros((0, 2), dtype=np.int64)
     calib_targets = torch.from_numpy(y[held[:, 0], held[:, 1]])
-    y = y.copy()
     y[held[:, 0], held[:, 1]] = PAD
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -402,11 +401,12 @@ def _user_vectors_at(
     model: SASRec, x: torch.Tensor, g: torch.Tensor, c: torch.Tensor, at: np.ndarray
 ) -> torch.Tensor:
     """The model's user vectors float (P, d) at (window, position) pairs ``at`` of the training windows."""
+    w, p = torch.from_numpy(at[:, 0]), torch.from_numpy(at[:, 1])
     out = [torch.zeros(0, model.cfg.d)]
     with torch.no_grad():
-        for chunk in np.array_split(at, max(1, -(-len(at) // CALIBRATION_BATCH))):
-            w, p = torch.from_numpy(chunk[:, 0]), torch.from_numpy(chunk[:, 1])
-            out.append(model.forward(x[w], g[w], c[w])[torch.arange(len(w)), p])
+        for s in range(0, len(at), CALIBRATION_BATCH):
+            ws, ps = w[s : s + CALIBRATION_BATCH], p[s : s + CALIBRATION_BATCH]
+            out.append(model.forward(x[ws], g[ws], c[ws])[torch.arange(len(ws)), ps])
     return torch.cat(out)
 
 
