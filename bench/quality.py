@@ -1,7 +1,7 @@
 """Recommendation quality: our model and the baselines on MovieLens, leave-one-out and time split, side by side.
 
     .venv/bin/streamrec bench quality [--json] [-- --datasets ml-100k,ml-1m --protocols loo,time --models ...]
-    .venv/bin/python bench/quality.py --models popularity,itemknn,recent-popularity   # the baselines only
+    .venv/bin/python -m bench.quality --models popularity,itemknn,recent-popularity   # the baselines only
 
 For each data set (after SASRec's 5-core filter, ``--core``) and protocol, every model of
 ``model_export.harness.MODELS`` (``--models``) is fitted and measured by the harness
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import sys
@@ -30,10 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.results import publish
 from model_export.harness import add_run_options, evaluate_models, prepare, run_options, settings, table
-from streamrec.config import PROJECT_ROOT
-
-RESULTS = PROJECT_ROOT / "bench" / "results"
 
 # Published full-ranking ML-1M leave-one-out results (Recall@10 = HR@10, NDCG@10), for scale only.
 PUBLISHED: list[dict[str, Any]] = [
@@ -149,12 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     lines = table(rows + published, cfg.k)
     print("\n".join(lines), file=stream)
-    out_file: Path = args.out or RESULTS / "quality.json"
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(result_doc, indent=2) + "\n")
-    print(f"wrote {out_file}", file=stream)
-    if args.json:
-        print(json.dumps(result_doc, indent=2))
+    publish("quality", result_doc, as_json=args.json, out=args.out)
     return result_doc
 
 

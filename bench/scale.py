@@ -1,7 +1,7 @@
 """How the interest job's costs grow with the number of users: state, Redis, job memory, checkpoints.
 
     .venv/bin/streamrec bench scale [--json] [--quick] [--users 10000,100000,1000000] [--job-users 10000,100000]
-    .venv/bin/python bench/scale.py [--divisor 30] [--json]
+    .venv/bin/python -m bench.scale [--divisor 30] [--json]
 
 Synthetic users, drawn from the real ML-100k distributions: each user's history length is a real ML-100k
 user's length divided by ``--divisor`` (rounded up, so 1..25 events, mean ~4 with the default 30; the real
@@ -42,14 +42,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from audit import AuditLog  # bench/audit.py: the script's folder is on sys.path (python bench/X.py, streamrec bench X)
 
+from bench.audit import AuditLog
+from bench.results import human_output, publish
 from infra import stack
 from jobs import launcher
 from serving.store import UserView, connect, encode_recommendations, key
-from streamrec.config import PROJECT_ROOT, JobConfig, Settings, dump_config, load_config
+from streamrec.config import JobConfig, Settings, dump_config, load_config
 
-RESULTS = PROJECT_ROOT / "bench" / "results"
 History = list[tuple[str, int, float]]  # (item_id, ts, rating) in event-time order
 TOP_INTERESTS = 10  # jobs.writer.TOP_INTERESTS (the writer module imports PyFlink)
 REC_SAMPLE = 2000
@@ -410,10 +410,6 @@ def mib(b: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; prints the tables (and the JSON with --json)."""
-    from model_export.datasets import load_dataset
-    from model_export.registry import Registry
-    from model_export.train import TrainConfig, train_and_export_events
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--users", default="10000,100000,1000000", help="offline points (cumulative users)")
     p.add_argument("--job-users", default="10000,100000", help="end-to-end points ('' to skip the job)")
@@ -422,6 +418,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds the job may take per step")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    with human_output(args.json):
+        result = measure(args)
+    publish("scale", result, as_json=args.json)
+    return result
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark with parsed options; prints its tables and returns the result."""
+    from model_export.datasets import load_dataset
+    from model_export.registry import Registry
+    from model_export.train import TrainConfig, train_and_export_events
     points = [1000, 10_000] if args.quick else [int(x) for x in args.users.split(",") if x]
     job_points = [1000, 10_000] if args.quick else [int(x) for x in args.job_users.split(",") if x]
     started = time.monotonic()
@@ -517,10 +524,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("job at 1M users, extrapolated (not run): " + ", ".join(
             f"{k} {v / 2**20:.0f} MiB" if k != "duration_ms" else f"checkpoint {v / 1000:.1f} s"
             for k, v in extrapolated.items()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps(result, indent=2))
-    if args.json:
-        print(json.dumps(result, indent=2))
     return result
 
 

@@ -1,6 +1,6 @@
 """Scoring speed: ONNX Runtime (the serving Scorer) vs eager PyTorch on the same model, CPU and CUDA.
 
-    .venv/bin/streamrec bench scorer [--json] [--quick]   # or: .venv/bin/python bench/scorer.py [--quick]
+    .venv/bin/streamrec bench scorer [--json] [--quick]   # or: .venv/bin/python -m bench.scorer [--quick]
 
 For each catalog (default 1k, 100k and 1M items) a SASRec (default ``ModelConfig``: d=64, max_len=50) with
 seeded random weights is exported by ``model_export.export.export_artifact`` to a temp dir, so the ONNX path
@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import platform
 import statistics
@@ -55,13 +54,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from bench.results import publish, result_path
 from model_export.artifact import left_pad
 from model_export.export import export_artifact
 from model_export.model import PAD, ModelConfig, SASRec
 from serving.scorer import CUDA, Scorer
-from streamrec.config import PROJECT_ROOT, load_config
+from streamrec.config import load_config
 
-RESULTS = PROJECT_ROOT / "bench" / "results"
 CATALOGS = (1_000, 100_000, 1_000_000)
 BATCHES = (1, 4, 16, 64, 256, 1024)
 SERVE_BATCH = 64  # the writer scores all users of one 100 ms flush per shard in one call
@@ -454,7 +453,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.batches
         else ([1, SERVE_BATCH, 256] if args.quick else list(BATCHES))
     )
-    out_file = args.out or RESULTS / ("scorer-quick.json" if args.quick else "scorer.json")
+    out_file = result_path("scorer-quick" if args.quick else "scorer", args.out)
     stream = sys.stderr if args.json else sys.stdout
 
     def say(line: str) -> None:
@@ -509,11 +508,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"onnxruntime {s['onnxruntime_users_per_s']:,.0f} users/s, eager torch "
                 f"{s['torch_eager_users_per_s']:,.0f} users/s (x{s['onnxruntime_over_torch']})"
             )
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(result, indent=2) + "\n")
-    say(f"wrote {out_file}")
-    if args.json:
-        print(json.dumps(result, indent=2))
+    publish("scorer", result, as_json=args.json, out=out_file)
     return result
 
 

@@ -1,7 +1,7 @@
 """Throughput and freshness of the interest job: saturation, then event-to-Redis freshness at fixed rates.
 
     .venv/bin/streamrec bench stream [--json] [--rates 500,1000,sat] [--duration 15] [--profile]
-    .venv/bin/python bench/stream.py [--events N] [--modes thread,process] [--users 10000] [--json]
+    .venv/bin/python -m bench.stream [--events N] [--modes thread,process] [--users 10000] [--json]
 
 It starts a private Kafka + Redis (``<run_dir>/bench-stream``), publishes the ML-100k catalog to ``items``
 and trains + promotes a 1-epoch model, then:
@@ -46,14 +46,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from audit import AuditLog  # bench/audit.py: the script's folder is on sys.path (python bench/X.py, streamrec bench X)
 
+from bench.audit import AuditLog
+from bench.results import human_output, publish
 from infra import stack
 from jobs import launcher
 from serving.store import connect, key
-from streamrec.config import PROJECT_ROOT, Settings, dump_config, load_config
+from streamrec.config import Settings, dump_config, load_config
 
-RESULTS = PROJECT_ROOT / "bench" / "results"
 RATES_EVENTS_TOPIC = "bench.events"
 RATES_AUDIT_TOPIC = "bench.recommendations"
 # kafka-python at ~25-30k records/s on one core: records carry their partition (no Python murmur2 per send),
@@ -550,11 +550,6 @@ def print_tables(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; prints the tables (and the JSON with --json)."""
-    from jobs.producer import EventProducer
-    from model_export.datasets import load_dataset
-    from model_export.registry import Registry
-    from model_export.train import TrainConfig, train_and_export_events
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=30_000, help="events of the saturation runs")
     p.add_argument("--modes", default="thread,process", help="saturation: execution modes ('' to skip)")
@@ -567,6 +562,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="one more fixed-rate phase at 2x saturation, sampled (per-thread CPU, jstack, py-spy)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    with human_output(args.json):
+        result = measure(args)
+    publish("stream", result, as_json=args.json)
+    return result
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark with parsed options; prints its tables and returns the result."""
+    from jobs.producer import EventProducer
+    from model_export.datasets import load_dataset
+    from model_export.registry import Registry
+    from model_export.train import TrainConfig, train_and_export_events
     started = time.monotonic()
     base = load_config()
     run_dir = base.run_dir / "bench-stream"
@@ -626,10 +633,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_s": round(time.monotonic() - started),
     }
     print_tables(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "stream.json").write_text(json.dumps(result, indent=2))
-    if args.json:
-        print(json.dumps(result, indent=2))
     return result
 
 

@@ -1,6 +1,6 @@
 """Cold items' rows from their text: a projection on frozen MiniLM vs LoRA + projection vs ridge; and encoder speed.
 
-    .venv/bin/streamrec bench text_adapter [--json] [-- --quick]   # or: .venv/bin/python bench/text_adapter.py
+    .venv/bin/streamrec bench text_adapter [--json] [-- --quick]   # or: .venv/bin/python -m bench.text_adapter
 
 Why: a brand-new item gets its row in the item table from its text (``model_export/cold_start.py``: ridge
 on frozen all-MiniLM-L6-v2 vectors). Is adapting the encoder itself worth it? Both parameter-efficient
@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import copy
 import csv
-import json
 import os
 import platform
 import statistics
@@ -57,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.results import publish, result_path
 from model_export.cold_start import MAX_FIT_ITEMS, ridge_predict
 from model_export.datasets import dataset_dir, load_dataset
 from model_export.evaluate import evaluate, make_split
@@ -66,9 +66,7 @@ from model_export.model import PAD, SASRec
 from model_export.text_encoder import cached_text_encoder, sentence_embedding
 from model_export.train import TrainConfig, TrainedModel, train
 from serving.text_encoder import TextEncoder, load_tokenizer
-from streamrec.config import PROJECT_ROOT
 
-RESULTS = PROJECT_ROOT / "bench" / "results"
 HEADS = ("linear", "mlp")
 K = 10
 RIDGE_TOP = f"ridge (top {MAX_FIT_ITEMS} warm)"  # the trainer's rule: fit on the most-seen items only
@@ -523,12 +521,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["adaptation"] = adaptation(args, cfg)
     result["machine"]["load_avg_end"] = os.getloadavg()
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    out_file = args.out or RESULTS / ("text_adapter-quick.json" if args.quick else "text_adapter.json")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(result, indent=2, default=list) + "\n")
     print(table(result), file=sys.stderr if args.json else sys.stdout, flush=True)
-    if args.json:
-        print(json.dumps(result, indent=2, default=list))
+    publish("text_adapter", result, as_json=args.json, out=result_path("text_adapter-quick" if args.quick
+                                                                         else "text_adapter", args.out))
     return result
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -132,6 +133,9 @@ def _kafka_client_config(settings: Settings) -> dict[str, Any]:
         config["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
     return config
 
+
+# Benchmark modules that are helpers of the others, not benchmarks.
+BENCH_HELPERS = frozenset({"__init__", "audit", "results"})
 
 POPULAR_K = 100
 
@@ -348,21 +352,20 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    import runpy
+    import subprocess
 
     from streamrec.config import PROJECT_ROOT
 
-    script = PROJECT_ROOT / "bench" / f"{args.name}.py"
-    if not script.is_file():
-        available = sorted(p.stem for p in script.parent.glob("*.py"))
+    available = sorted(p.stem for p in (PROJECT_ROOT / "bench").glob("*.py") if p.stem not in BENCH_HELPERS)
+    if args.name not in available:
         print(f"error: no benchmark {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
         return 2
-    # argparse.REMAINDER keeps the "--" that separates the benchmark's own options: the script must not see it.
+    # argparse.REMAINDER keeps the "--" that separates the benchmark's own options: the benchmark must not see it.
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    sys.argv = [str(script), *(["--json"] if args.json else []), *rest]
-    sys.path.insert(0, str(script.parent))  # as `python bench/NAME.py` has it: benchmarks share bench/audit.py
-    runpy.run_path(str(script), run_name="__main__")
-    return 0
+    # `python -m bench.NAME` from the checkout: bench/ is a package of the repository, not of the install.
+    command = [sys.executable, "-m", f"bench.{args.name}", *(["--json"] if args.json else []), *rest]
+    env = {**os.environ, **({"STREAMREC_CONFIG": str(Path(args.config).resolve())} if args.config else {})}
+    return subprocess.call(command, cwd=PROJECT_ROOT, env=env)
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,7 +1,6 @@
 """The quality harness: k-core, coverage, the cold run, ``streamrec eval --json`` and the ML-1M reference."""
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -199,13 +198,14 @@ def test_eval_cli_without_the_cold_run(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_quality_bench_writes_its_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "quality.json"
-    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cmd_bench sets both for the script
-    monkeypatch.setattr(sys, "path", list(sys.path))
     opts = ["--datasets", "ml-100k", "--protocols", "loo", "--models", "popularity", "--out", str(out)]
     assert main(["bench", "quality", "--", *opts]) == 0
     doc = json.loads(out.read_text())
     assert [r["model"] for r in doc["rows"]] == ["popularity"] and doc["published"] == []
     assert doc["machine"]["cpu_cores"] >= 1 and doc["config"]["core"] == 5 and doc["runs"][0]["seconds"] >= 0
+    made = doc["produced_by"]
+    assert made["command"].startswith("python -m bench.quality") and "--datasets ml-100k" in made["command"]
+    assert len(made["git_commit"] or "") == 40
 
 
 def test_run_options_reach_both_neural_models() -> None:
