@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.quality --models popularity,itemknn,recent-popularity   # the baselines only
 
 For each data set (after SASRec's 5-core filter, ``--core``) and protocol, every model of
-``model_export.harness.MODELS`` (``--models``) is fitted and measured by the harness
+``model_export.evaluation.harness.MODELS`` (``--models``) is fitted and measured by the harness
 (``model_export/harness.py``): Recall@10 (= HR@10), NDCG@10, MRR and catalogue coverage@10 over the
 full item index with seen items excluded, then a cold run (``--cold-fraction`` of the items, seeded,
 hidden from training) for cold-start Recall@10 and its ratio to the in-set Recall@10 of the same run.
@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import publish
-from model_export.harness import add_run_options, evaluate_models, prepare, run_options, settings, table
+from model_export.evaluation.harness import evaluate_models, prepare, settings, table
+from streamrec.run_options import add_run_options, run_options
 
 # Published full-ranking ML-1M leave-one-out results (Recall@10 = HR@10, NDCG@10), for scale only.
 PUBLISHED: list[dict[str, Any]] = [

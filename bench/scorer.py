@@ -3,7 +3,7 @@
     .venv/bin/streamrec bench scorer [--json] [--quick]   # or: .venv/bin/python -m bench.scorer [--quick]
 
 For each catalog (default 1k, 100k and 1M items) a SASRec (default ``ModelConfig``: d=64, max_len=50) with
-seeded random weights is exported by ``model_export.export.export_artifact`` to a temp dir, so the ONNX path
+seeded random weights is exported by ``model_export.artifact.export.export_artifact`` to a temp dir, so the ONNX path
 timed is exactly what serving runs: ``serving.scorer.Scorer`` on that artifact. The eager path is the same
 weights in torch: ``model.user_vector`` + ``vector @ item_matrix.T`` + seen items to -inf + ``torch.topk``,
 under ``torch.inference_mode``, with torch threads = onnxruntime intra-op threads (``--threads``, default
@@ -55,8 +55,8 @@ import onnxruntime as ort
 import torch
 
 from bench.results import publish, result_path
-from model_export.artifact import left_pad
-from model_export.export import export_artifact
+from model_export.artifact.export import export_artifact
+from model_export.features import left_pad
 from model_export.model import PAD, ModelConfig, SASRec
 from serving.scorer import CUDA, Scorer
 from streamrec.config import load_config

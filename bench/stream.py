@@ -571,9 +571,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark with parsed options; prints its tables and returns the result."""
     from jobs.producer import EventProducer
-    from model_export.datasets import load_dataset
-    from model_export.registry import Registry
-    from model_export.train import TrainConfig, train_and_export_events
+    from model_export.artifact.registry import Registry
+    from model_export.data.datasets import load_dataset
+    from model_export.pipeline import train_and_export_events
+    from model_export.train import TrainConfig
     started = time.monotonic()
     base = load_config()
     run_dir = base.run_dir / "bench-stream"

@@ -17,7 +17,7 @@ Task (ML-100k): an id-only SASRec (``model_export.train.train``, ``--epochs``) o
 training data. Per seed, a random ``--cold-fraction`` of its items is "cold": the text -> row mapping is
 fitted on the other items' (text, learned row) pairs, the cold items' rows are replaced by their predicted
 rows (in the tied table, so a cold item in a history reads its predicted row too), and the LOO test cases
-are scored by full ranking, seen items excluded (``model_export.evaluate.evaluate``), split by whether the
+are scored by full ranking, seen items excluded (``model_export.evaluation.metrics.evaluate``), split by whether the
 target is cold; ``all`` is every case (a cold row that outscores everything helps cold cases and hurts the
 others: judge an arm by ``all`` as much as by ``cold``). Loss of both trained arms: cross-entropy of the
 dot products between each predicted row and all fitted items' learned rows (temperature ``--tau``; the
@@ -28,7 +28,7 @@ epochs of ``--fit-batch`` items, the same for both arms (LoRA batches are length
 
 Encoder speed (``serving.text_encoder.TextEncoder``, the stream's path: tokenizers + onnxruntime on CPU) on
 ML-1M titles (``item_text`` of its 3,883 movies): items/s at batch 64 and batch 1, and the latency of
-encoding one new item (median, p90, p99); the torch path (``model_export.item_text``) beside it; the
+encoding one new item (median, p90, p99); the torch path (``model_export.text_embedding``) beside it; the
 export (or cache hit) time and file size.
 
 Prints a table; writes ``bench/results/text_adapter.json`` (``--quick``: ``text_adapter-quick.json``). The
@@ -57,13 +57,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.results import publish, result_path
+from model_export.artifact.export import TEXT_ENCODER_CACHE
+from model_export.artifact.text_encoder import cached_text_encoder, sentence_embedding
 from model_export.cold_start import MAX_FIT_ITEMS, ridge_predict
-from model_export.datasets import dataset_dir, load_dataset
-from model_export.evaluate import evaluate, make_split
-from model_export.export import TEXT_ENCODER_CACHE
-from model_export.item_text import TEXT_DIM, encoder_dir, item_text, text_encoder
+from model_export.data.datasets import dataset_dir, load_dataset
+from model_export.data.splits import make_split
+from model_export.evaluation.metrics import evaluate
+from model_export.features import TEXT_DIM, encoder_dir, item_text
 from model_export.model import PAD, SASRec
-from model_export.text_encoder import cached_text_encoder, sentence_embedding
+from model_export.text_embedding import text_encoder
 from model_export.train import TrainConfig, TrainedModel, train
 from serving.text_encoder import TextEncoder, load_tokenizer
 

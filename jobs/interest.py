@@ -41,7 +41,7 @@ TYPE_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "skip": 
 RATING_MIDPOINT = 2.5
 MS_PER_HOUR = 3_600_000
 JOB_NAME = "streamrec-interest"
-DEFAULT_SCENARIO = "default"  # of events without one (model_export.datasets.DEFAULT_SCENARIO)
+DEFAULT_SCENARIO = "default"  # of events without one (model_export.data.datasets.DEFAULT_SCENARIO)
 
 
 @dataclass(slots=True)

@@ -81,8 +81,8 @@ class ServingModel:
         return self.scorer
 
     def _refresh(self, background: bool) -> None:
+        from model_export.artifact.registry import Registry
         from model_export.errors import ModelExportError
-        from model_export.registry import Registry
 
         try:
             registry = Registry(self.registry_dir)

@@ -29,7 +29,7 @@ MAX_FIT_ITEMS = 1024
 # Fewer known items with text than this: no regression, new rows are the mean row.
 MIN_FIT_ITEMS = 8
 
-# Texts -> unit-norm float32 (n, t) vectors, e.g. model_export.item_text.encode_texts.
+# Texts -> unit-norm float32 (n, t) vectors, e.g. model_export.text_embedding.encode_texts.
 TextEncode = Callable[[Sequence[str]], np.ndarray]
 
 
@@ -120,7 +120,7 @@ def grow_item_table(
         model: The parent model; ``items[i]`` is its row ``i + 1``. It is not modified.
         items: The parent's item index.
         new_items: Items to add (none of them in ``items``), in the order their rows get.
-        texts: Item id -> text (see :func:`model_export.item_text.item_text`); missing ids have none.
+        texts: Item id -> text (see :func:`model_export.text_embedding.item_text`); missing ids have none.
         counts: Item id -> interactions in the training data: the most interacted known items are
             the ones the regression is fitted on (at most :data:`MAX_FIT_ITEMS`).
         encode: The text encoder (only called when there is something to encode).

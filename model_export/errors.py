@@ -10,7 +10,7 @@ class ModelExportError(Exception):
 
 
 class UnknownDatasetError(ModelExportError):
-    """A data set name that :data:`model_export.datasets.DATASETS` does not list."""
+    """A data set name that :data:`model_export.data.datasets.DATASETS` does not list."""
 
     def __init__(self, name: str, known: tuple[str, ...]) -> None:
         super().__init__(f"unknown data set {name!r}; use one of: {', '.join(known)}")

@@ -8,7 +8,7 @@ scenario (platform/surface) of each event, so one model serves several surfaces.
 scores every item as the next one.
 
 The item matrix is a learned id embedding plus a trained projection of the item's frozen text
-embedding (all-MiniLM-L6-v2, :mod:`model_export.item_text`). Items without training events have no
+embedding (all-MiniLM-L6-v2, :mod:`model_export.text_embedding`). Items without training events have no
 id row (masked to zero), so they are scored from their text alone: the cold-start path. Dropping a
 random share of id rows at each step teaches the text path to stand alone, and items without events
 are left out of the training softmax, so that "no events yet" is not learnt as "bad". A text-only row
@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_export.features import GAP_BUCKETS
+
 PAD = 0  # row 0 of the item table is padding: it never gets a gradient and is never recommended
-GAP_BUCKETS = 32  # model_export.artifact.GAP_BUCKETS (kept equal by a test; the model imports no I/O code)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Run (via the CLI): ``streamrec train --dataset ml-100k``; from Python::
 
-    from model_export.train import train_and_export
+    from model_export.pipeline import train_and_export
     train_and_export("ml-100k", Path("build/models"), seed=0)
 
 Environment: ``STREAMREC_TRAIN_THREADS`` caps torch's CPU threads (default: all cores).
@@ -12,52 +12,21 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from model_export.artifact import (
-    CONTEXT_INPUTS,
-    INPUT_NAME,
-    gap_buckets,
-    left_pad,
-    scenario_ids,
-    scenario_vocab,
-    tower_inputs,
-)
-from model_export.datasets import Dataset, build_sequences, load_dataset
+from model_export.artifact.contract import CONTEXT_INPUTS, INPUT_NAME
+from model_export.calibration import calibration_items, calibration_positions, user_vectors_at
+from model_export.data.datasets import DEFAULT_SCENARIO, Dataset, build_sequences
+from model_export.data.splits import History, Split, item_index
 from model_export.errors import NotEnoughDataError
-from model_export.evaluate import (
-    DEFAULT_SCENARIO,
-    PROTOCOLS,
-    History,
-    Ranker,
-    Split,
-    evaluate,
-    item_index,
-    make_split,
-    popularity_ranker,
-)
-from model_export.export import export_artifact
+from model_export.evaluation.metrics import Ranker
+from model_export.features import gap_buckets, left_pad, scenario_ids, scenario_vocab, tower_inputs
 from model_export.model import PAD, ModelConfig, SASRec
-
-# Share of the trained items whose text the projection never fits, so that their text-only rows stand in
-# for never-seen items when the text-only scale is calibrated. Calibrating on texts the projection had
-# fitted undershot: ML-1M cold run, equal opportunity on training data gave 0.45x cold/in-set on the test.
-CALIBRATION_ITEM_SHARE = 0.05
-# Calibration pairs (a calibration item as the next item) held out of the loss: up to this many,
-# enough for a stable recall@10 estimate (its standard error ~0.006), a few seconds of scoring on CPU...
-CALIBRATION_PAIRS = 4096
-# ... and at most this share of the calibration items' next-item events, so that their id rows still
-# learn about as well as the others' (the reference the text-only rows are calibrated against).
-CALIBRATION_HOLDOUT = 0.25
-CALIBRATION_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -109,7 +78,7 @@ class TrainedModel:
         return model_inputs(histories, self.config.model.max_len, scenario_vocab(self.scenarios))
 
     def ranker(self) -> Ranker:
-        """Scores (B, N + 1) of histories, for :func:`model_export.evaluate.evaluate`."""
+        """Scores (B, N + 1) of histories, for :func:`model_export.evaluation.metrics.evaluate`."""
         self.model.eval()
         emb = self.model.output_matrix().detach()
 
@@ -227,7 +196,7 @@ def train(
 
     Args:
         data: A data set (all its events are used) or ``{user_id: [item_id, ...]}`` oldest first
-            (e.g. ``Split.train`` or :func:`~model_export.datasets.build_sequences`).
+            (e.g. ``Split.train`` or :func:`~model_export.data.datasets.build_sequences`).
         config: Training settings; defaults to :class:`TrainConfig`.
         seed: Seeds torch and numpy: the same data, config and seed give the same model on CPU.
         init: Warm start: a model and its item index (``items[i]`` is row ``i + 1``) to continue
@@ -244,7 +213,7 @@ def train(
         scenarios: Scenario names aligned with each sequence, for the scenario input.
         scenario_names: The model's scenario vocabulary (a warm start keeps its parent's); default:
             the names in ``scenarios``, sorted.
-        encode: Texts -> unit vectors (default :func:`model_export.item_text.encode_texts`).
+        encode: Texts -> unit vectors (default :func:`model_export.text_embedding.encode_texts`).
         on_epoch: Called after each epoch with the model so far (``epochs_run`` is the epoch; the
             model is on the training device; training resumes in training mode afterwards).
 
@@ -315,7 +284,7 @@ def train(
     text_fixed = torch.from_numpy(probe).to(device) if model.text_proj is not None else None
     # Pairs trained on overstate how well a row ranks (the user vectors were fitted to them), so the
     # calibration pairs are left out of the loss: their recall is then measured as on new events.
-    held = _calibration_positions(y, probe, rng) if text_fixed is not None else np.zeros((0, 2), dtype=np.int64)
+    held = calibration_positions(y, probe, rng) if text_fixed is not None else np.zeros((0, 2), dtype=np.int64)
     calib_targets = torch.from_numpy(y[held[:, 0], held[:, 1]])
     y[held[:, 0], held[:, 1]] = PAD
     model = model.to(device)
@@ -351,7 +320,7 @@ def train(
             break
     model.eval()
     model.to("cpu")
-    queries = _user_vectors_at(model, xt.cpu(), gt.cpu(), ct.cpu(), held)
+    queries = user_vectors_at(model, xt.cpu(), gt.cpu(), ct.cpu(), held)
     # The window's other items do not compete: the earlier ones are seen (filtered when serving), and
     # the later ones were trained as next items of nearly the same history, so they crowd its top k.
     window = np.concatenate([x[held[:, 0]], y[held[:, 0]]], axis=1)  # (P, 2 max_len)
@@ -361,62 +330,14 @@ def train(
     return TrainedModel(model, items, cfg, seed, time.perf_counter() - t0, epoch, loss_value, names)
 
 
-def calibration_items(items: Sequence[str], trained: np.ndarray, has_text: np.ndarray) -> np.ndarray:
-    """Rows (bool (N + 1,)) of the items whose text the projection must not fit: the calibration items.
-
-    About :data:`CALIBRATION_ITEM_SHARE` of the trained items with text, chosen by a hash of the item
-    id rather than the seed, so that a warm-started model keeps the same ones (its parent's projection
-    never fitted them either). At least one when any item qualifies.
-
-    Args:
-        items: The item index (``items[i]`` is row ``i + 1``).
-        trained: bool (N + 1,): rows with training events.
-        has_text: bool (N + 1,): rows with a text embedding.
-    """
-    draw = np.ones(len(items) + 1)
-    draw[1:] = [zlib.crc32(item.encode()) / 2**32 for item in items]  # uniform in [0, 1), stable
-    draw[~(trained & has_text)] = np.inf
-    draw[PAD] = np.inf
-    probe = draw < CALIBRATION_ITEM_SHARE
-    if not probe.any() and np.isfinite(draw).any():
-        probe[np.argmin(draw)] = True
-    return probe
-
-
-def _calibration_positions(y: np.ndarray, probe: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(window, position) int64 (P, 2) of the calibration pairs: next items that are calibration items.
-
-    At most one per training window, its newest such position (the most history, as a served user
-    has), from up to :data:`CALIBRATION_PAIRS` windows and :data:`CALIBRATION_HOLDOUT` of those events.
-    """
-    is_probe = probe[y]  # (W, L)
-    windows = np.flatnonzero(is_probe.any(1))
-    n = min(CALIBRATION_PAIRS, int(CALIBRATION_HOLDOUT * is_probe.sum()))
-    pick = np.sort(rng.permutation(windows)[:n])
-    pos = y.shape[1] - 1 - is_probe[pick, ::-1].argmax(1)  # (P,)
-    return np.stack([pick, pos], axis=1).astype(np.int64)
-
-
-def _user_vectors_at(
-    model: SASRec, x: torch.Tensor, g: torch.Tensor, c: torch.Tensor, at: np.ndarray
-) -> torch.Tensor:
-    """The model's user vectors float (P, d) at (window, position) pairs ``at`` of the training windows."""
-    w, p = torch.from_numpy(at[:, 0]), torch.from_numpy(at[:, 1])
-    out = [torch.zeros(0, model.cfg.d)]
-    with torch.no_grad():
-        for s in range(0, len(at), CALIBRATION_BATCH):
-            ws, ps = w[s : s + CALIBRATION_BATCH], p[s : s + CALIBRATION_BATCH]
-            out.append(model.forward(x[ws], g[ws], c[ws])[torch.arange(len(ws)), ps])
-    return torch.cat(out)
-
-
 def _text_features(
     items: Sequence[str],
     catalog: Mapping[str, Mapping[str, Any]],
     encode: Callable[[list[str]], np.ndarray] | None,
 ) -> np.ndarray | None:
     """Frozen text embeddings of the item index, float32 (N + 1, 384); None if no item has text."""
-    from model_export.item_text import TEXT_DIM, encode_texts, item_text
+    from model_export.features import TEXT_DIM, item_text
+    from model_export.text_embedding import encode_texts
 
     encode = encode or encode_texts
     texts = [item_text(catalog[i]) if i in catalog else "" for i in items]
@@ -428,136 +349,3 @@ def _text_features(
     return out
 
 
-def evaluate_split(
-    split: Split,
-    config: TrainConfig,
-    seed: int,
-    catalog: Mapping[str, Mapping[str, Any]] | None = None,
-) -> tuple[TrainedModel, dict[str, Any]]:
-    """Train on a split's training data and measure the model and the popularity baseline on it.
-
-    Returns:
-        The model, and ``{"sasrec": metrics, "popularity": metrics, "cutoff_ts": ..., "train_seconds": ...}``.
-    """
-    trained = train_split(split, config, seed, catalog=catalog)
-    results: dict[str, Any] = {
-        "sasrec": evaluate(trained.ranker(), split, trained.items, config.k),
-        "popularity": evaluate(popularity_ranker(split.train, trained.items), split, trained.items, config.k),
-        "cutoff_ts": split.cutoff_ts,
-        "train_seconds": round(trained.train_seconds, 1),
-    }
-    for name in ("sasrec", "popularity"):
-        m = results[name]
-        print(
-            f"  {split.protocol:>4} {name:<10} recall@{config.k} {m[f'recall@{config.k}']:.4f}  "
-            f"ndcg@{config.k} {m[f'ndcg@{config.k}']:.4f}  mrr {m['mrr']:.4f}  "
-            f"({m['cases']} cases, {m['users']} users)",
-            flush=True,
-        )
-    return trained, results
-
-
-def describe_training_data(split: Split, source: str) -> dict[str, Any]:
-    """The contract's ``train_data`` of a model trained on ``split.train``: source, time range and size."""
-    return {
-        "source": source,
-        "min_ts": split.min_ts,
-        "max_ts": split.max_ts,
-        "events": sum(map(len, split.train.values())),
-        "users": len(split.train),
-    }
-
-
-def train_and_export_events(
-    events: Iterable[Mapping[str, Any]],
-    out_dir: Path,
-    *,
-    name: str = "events",
-    seed: int = 0,
-    config: TrainConfig | None = None,
-    parent: str | None = None,
-    catalog: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Path:
-    """Train, evaluate (``time`` and ``loo``), export and parity-check a model from event records.
-
-    The ``time`` protocol trains a model on the events before its cutoff only to measure it; the
-    exported model is the ``loo`` one, trained on everything but each user's last item, so the
-    metrics in its contract describe exactly the exported weights.
-
-    Args:
-        events: ``events`` topic records in any order (e.g. the retained Kafka log).
-        out_dir: Parent folder; the artifact goes to ``out_dir/<model_version>/``.
-        name: Data source name, recorded in the contract and the version string.
-        seed: Seed of both trainings.
-        config: Training settings; defaults to :class:`TrainConfig`.
-        parent: Version this model derives from (recorded in the contract).
-        catalog: ``items`` records by item id, for the text tower (see :func:`train`).
-
-    Returns:
-        The verified artifact directory.
-    """
-    cfg = config or TrainConfig()
-    events = list(events)
-    metrics: dict[str, Any] = {}
-    exported: TrainedModel | None = None
-    loo: Split | None = None
-    for protocol in ("time", "loo"):
-        split = make_split(events, protocol, cfg.test_fraction)
-        print(f"[{name}] {protocol}: training on {sum(map(len, split.train.values()))} events", flush=True)
-        trained, metrics[protocol] = evaluate_split(split, cfg, seed, catalog)
-        if protocol == "loo":
-            exported, loo = trained, split
-    assert exported is not None and loo is not None and set(metrics) == set(PROTOCOLS)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    version = f"{name}-{stamp}"
-    train_data = describe_training_data(loo, name)
-    hyper = {
-        "seed": seed,
-        **asdict(cfg),
-        "epochs_run": exported.epochs_run,
-        "final_loss": exported.final_loss,
-    }
-    return export_artifact(
-        exported.model,
-        exported.items,
-        out_dir / version,
-        version=version,
-        metrics=metrics,
-        train_data=train_data,
-        parent=parent,
-        hyper_parameters=hyper,
-        scenarios=exported.scenarios,
-    )
-
-
-def train_and_export(
-    dataset_name: str,
-    out_dir: Path,
-    *,
-    seed: int = 0,
-    epochs: int | None = None,
-    max_events: int | None = None,
-    config: TrainConfig | None = None,
-) -> Path:
-    """Train, evaluate, export and parity-check a model on a shipped data set.
-
-    Args:
-        dataset_name: One of :data:`model_export.datasets.DATASETS`.
-        out_dir: Parent folder; the artifact goes to ``out_dir/<dataset>-<UTC stamp>/``.
-        seed: Seed of the trainings.
-        epochs: Overrides ``config.epochs``.
-        max_events: Use only the first N events in time order (quick runs and tests).
-        config: Training settings; defaults to :class:`TrainConfig`.
-
-    Returns:
-        The verified artifact directory (publish it with :meth:`model_export.registry.Registry.publish`).
-    """
-    cfg = config or TrainConfig()
-    if epochs is not None:
-        cfg = replace(cfg, epochs=epochs)
-    t0 = time.perf_counter()
-    data = load_dataset(dataset_name)
-    events = data.events[:max_events] if max_events is not None else data.events
-    print(f"[{dataset_name}] {len(events)} events loaded in {time.perf_counter() - t0:.1f}s", flush=True)
-    catalog = {str(r["item_id"]): r for r in data.items}
-    return train_and_export_events(events, out_dir, name=dataset_name, seed=seed, config=cfg, catalog=catalog)

@@ -39,15 +39,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from model_export.artifact import load_contract, write_contract
+from model_export.artifact.contract import load_contract, write_contract
+from model_export.artifact.export import export_artifact, load_model
+from model_export.artifact.registry import Registry
 from model_export.cold_start import TextEncode, grow_item_table
+from model_export.data.event_log import EventLog
+from model_export.data.splits import Split, window_split
 from model_export.errors import NotEnoughDataError
-from model_export.evaluate import Split, artifact_ranker, evaluate, popularity_ranker, window_split
-from model_export.event_log import EventLog
-from model_export.export import export_artifact, load_model
-from model_export.item_text import encode_texts, item_text
-from model_export.registry import Registry
-from model_export.train import TrainConfig, TrainedModel, describe_training_data, train_split
+from model_export.evaluation.baselines import popularity_ranker
+from model_export.evaluation.metrics import artifact_ranker, evaluate
+from model_export.features import item_text
+from model_export.pipeline import describe_training_data
+from model_export.text_embedding import encode_texts
+from model_export.train import TrainConfig, TrainedModel, train_split
 from streamrec.config import TrainerConfig
 
 DECISION_LOG = "trainer.jsonl"
@@ -163,7 +167,7 @@ def run_once(
     """One run of the trainer (see the module docstring): skip, or train, register and gate a candidate.
 
     Args:
-        log: Where the events and the catalog come from (:class:`~model_export.event_log.KafkaEventLog`).
+        log: Where the events and the catalog come from (:class:`~model_export.data.event_log.KafkaEventLog`).
         registry: The model registry; the decision is appended to ``<root>/trainer.jsonl``.
         config: The trainer settings.
         train_config: Batch size, learning rate, device and the model shape of a bootstrap (a fine-tune

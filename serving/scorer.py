@@ -1,7 +1,7 @@
 """The ONNX scorer runtime: recent item histories -> top-k items, two batched onnxruntime calls.
 
 Everything about shapes, padding and the item index comes from the artifact's contract
-(:mod:`model_export.artifact`), never from constants here. The artifact's graph gives user vectors
+(:mod:`model_export.artifact.contract`), never from constants here. The artifact's graph gives user vectors
 (B, d); a second graph, built here from the artifact's item matrix, scores them against every item
 (B, N + 1) and keeps the top k + (most items one user excludes) per user (MatMul + Add + TopK), so the
 score matrix never reaches numpy: at 1M items and batches of 16-256, 5-10x faster than numpy's matmul +
@@ -23,16 +23,15 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from model_export.artifact import (
+from model_export.artifact.contract import (
     MODEL_FILE,
     load_contract,
     read_item_embeddings,
     read_items,
     read_text_projection,
-    scenario_vocab,
-    tower_inputs,
     verify_artifact,
 )
+from model_export.features import scenario_vocab, tower_inputs
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -216,7 +215,7 @@ class Scorer:
         item table is fixed at export); the next trained version learns their ids.
 
         Args:
-            texts: Item id -> text (:func:`model_export.item_text.item_text` of its ``items`` record).
+            texts: Item id -> text (:func:`model_export.text_embedding.item_text` of its ``items`` record).
 
         Returns:
             How many items were added.

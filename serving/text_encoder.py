@@ -1,14 +1,14 @@
 """Item texts -> 384-d unit vectors in the stream: the exported all-MiniLM-L6-v2 on onnxruntime (CUDA or CPU).
 
-Why not :mod:`model_export.item_text`: that one needs torch and transformers (seconds and hundreds of MB
+Why not :mod:`model_export.text_embedding`: that one needs torch and transformers (seconds and hundreds of MB
 to import), while the catalog stage runs inside the Flink job's embedded Python and must give a brand-new
 item its embedding within seconds. This one needs only ``tokenizers`` (the Rust fast tokenizer, reading
 the package's ``tokenizer.json``) and ``onnxruntime``, both preloaded by ``infra/embedded/sitecustomize.py``
 (importing a C extension from a Flink task thread can deadlock). Its vectors equal
-:func:`model_export.item_text.encode_texts`'s within 1e-4 (``tests/unit/test_text_encoder.py``), so rows
+:func:`model_export.text_embedding.encode_texts`'s within 1e-4 (``tests/unit/test_text_encoder.py``), so rows
 the trainer fitted on those vectors apply to these. ::
 
-    from model_export.text_encoder import cached_text_encoder
+    from model_export.artifact.text_encoder import cached_text_encoder
     enc = TextEncoder(cached_text_encoder(".cache/text_encoder"))
     vectors = enc.encode(["Toy Story (1995) — Animation, Children's, Comedy"])  # float32 (1, 384)
 """
@@ -21,9 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from model_export.item_text import MAX_TOKENS, TEXT_DIM, encoder_dir
-from model_export.item_text import item_text as item_text  # re-exported: jobs/ reads item texts through serving
-from model_export.text_encoder import ATTENTION_MASK, INPUT_IDS, META_PREFIX, OUTPUT_NAME
+from model_export.artifact.contract import (
+    TEXT_ATTENTION_MASK,
+    TEXT_INPUT_IDS,
+    TEXT_META_PREFIX,
+    TEXT_OUTPUT_NAME,
+)
+from model_export.features import MAX_TOKENS, TEXT_DIM, encoder_dir
+from model_export.features import item_text as item_text  # re-exported: jobs/ reads item texts through serving
 from serving.scorer import _session
 
 # Texts per onnxruntime call, sorted by length first so that a batch pads little. 64 amortises the call
@@ -67,7 +72,7 @@ def load_tokenizer(folder: Path, max_tokens: int = MAX_TOKENS) -> tuple[Tokenize
 
 
 class TextEncoder:
-    """Batched sentence embeddings from the exported encoder (:mod:`model_export.text_encoder`).
+    """Batched sentence embeddings from the exported encoder (:mod:`model_export.artifact.text_encoder`).
 
     Attributes:
         provider: The onnxruntime execution provider in use (``CUDAExecutionProvider`` or ``CPUExecutionProvider``).
@@ -86,7 +91,7 @@ class TextEncoder:
         """Load the tokenizer and the graph, and warm the session up.
 
         Args:
-            onnx_path: The exported encoder, e.g. :func:`model_export.text_encoder.cached_text_encoder`.
+            onnx_path: The exported encoder, e.g. :func:`model_export.artifact.text_encoder.cached_text_encoder`.
             tokenizer_dir: Folder with ``tokenizer.json`` (or a transformers tokenizer); default: the
                 encoder package's model folder.
             prefer_gpu: Run on CUDA when onnxruntime offers it and a warm-up run there succeeds.
@@ -98,11 +103,11 @@ class TextEncoder:
         """
         self.batch_size = batch_size
         folder = Path(tokenizer_dir) if tokenizer_dir is not None else encoder_dir()
-        probe = {INPUT_IDS: np.array([[101, 102]], dtype=np.int64), ATTENTION_MASK: np.ones((1, 2), np.int64)}
+        probe = {TEXT_INPUT_IDS: np.array([[101, 102]], dtype=np.int64), TEXT_ATTENTION_MASK: np.ones((1, 2), np.int64)}
         self._sess = _session(Path(onnx_path), probe, prefer_gpu, intra_op_threads)
         meta = self._sess.get_modelmeta().custom_metadata_map
-        self.max_tokens = int(meta.get(META_PREFIX + "max_tokens", MAX_TOKENS))
-        self.dim = int(meta.get(META_PREFIX + "dim", TEXT_DIM))
+        self.max_tokens = int(meta.get(TEXT_META_PREFIX + "max_tokens", MAX_TOKENS))
+        self.dim = int(meta.get(TEXT_META_PREFIX + "dim", TEXT_DIM))
         self._tokenize, self._pad = load_tokenizer(folder, self.max_tokens)
         self.provider: str = self._sess.get_providers()[0]
         self.encode(["warm-up"])  # the first run allocates the arena: keep it out of the first item's latency
@@ -130,6 +135,6 @@ class TextEncoder:
             for b, i in enumerate(rows):
                 input_ids[b, : len(ids[i])] = ids[i]
                 mask[b, : len(ids[i])] = 1
-            (vectors,) = self._sess.run([OUTPUT_NAME], {INPUT_IDS: input_ids, ATTENTION_MASK: mask})
+            (vectors,) = self._sess.run([TEXT_OUTPUT_NAME], {TEXT_INPUT_IDS: input_ids, TEXT_ATTENTION_MASK: mask})
             out[rows] = vectors  # (B, 384)
         return out

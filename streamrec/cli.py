@@ -104,7 +104,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from jobs.producer import replay
-    from model_export.datasets import load_dataset
+    from model_export.data.datasets import load_dataset
 
     data = load_dataset(args.dataset)
     with _producer(settings) as p:
@@ -118,7 +118,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _registry(settings: Settings) -> Any:
-    from model_export.registry import Registry
+    from model_export.artifact.registry import Registry
 
     return Registry(settings.path(settings.models.registry_dir))
 
@@ -164,9 +164,10 @@ def announce(settings: Settings, version: str, popular: list[tuple[str, float]] 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from model_export.datasets import load_dataset
-    from model_export.event_log import popular_items, read_events, read_items
-    from model_export.train import TrainConfig, train_and_export_events
+    from model_export.data.datasets import load_dataset
+    from model_export.data.event_log import popular_items, read_events, read_items
+    from model_export.pipeline import train_and_export_events
+    from model_export.train import TrainConfig
 
     k = settings.kafka
     if args.from_kafka:
@@ -231,7 +232,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_trainer(settings: Settings, args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from model_export.event_log import KafkaEventLog, popular_items
+    from model_export.data.event_log import KafkaEventLog, popular_items
     from model_export.trainer import run_forever, run_once
     from streamrec.config import TrainerConfig
 
@@ -296,7 +297,8 @@ def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     import contextlib
 
-    from model_export.harness import evaluate_models, prepare, run_options, table
+    from model_export.evaluation.harness import evaluate_models, prepare, table
+    from streamrec.run_options import run_options
 
     try:
         models, cfg = run_options(args)
@@ -407,10 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-items", action="store_true", help="do not send the catalog to the items topic")
     s.set_defaults(func=cmd_replay)
 
-    from model_export.harness import (  # numpy only: torch loads when a model trains
-        add_run_options,
-        cold_exposure_option,
-    )
+    from streamrec.run_options import add_run_options, cold_exposure_option
 
     s = sub.add_parser("train", help="train, evaluate, export and register a model version")
     src = s.add_mutually_exclusive_group(required=True)

@@ -51,10 +51,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from infra import stack
     from jobs import launcher
     from jobs.producer import EventProducer, replay
-    from model_export.datasets import load_dataset
-    from model_export.event_log import popular_items, read_events, read_items
-    from model_export.registry import Registry
-    from model_export.train import TrainConfig, train_and_export_events
+    from model_export.artifact.registry import Registry
+    from model_export.data.datasets import load_dataset
+    from model_export.data.event_log import popular_items, read_events, read_items
+    from model_export.pipeline import train_and_export_events
+    from model_export.train import TrainConfig
     from serving.store import connect, decode_user, key
     from streamrec.cli import POPULAR_K, announce
 

@@ -52,9 +52,10 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
     from infra import stack
     from jobs import launcher
     from jobs.producer import EventProducer
-    from model_export.datasets import load_dataset
-    from model_export.evaluate import artifact_ranker, evaluate, window_split
-    from model_export.registry import Registry
+    from model_export.artifact.registry import Registry
+    from model_export.data.datasets import load_dataset
+    from model_export.data.splits import window_split
+    from model_export.evaluation.metrics import artifact_ranker, evaluate
     from serving.store import MODEL_CURRENT, connect, key, read_online_metrics
 
     limit = args.limit or int(os.environ.get("STREAMREC_DEMO_LIMIT", "0")) or None

@@ -17,10 +17,11 @@ import pytest
 from infra.process import free_port, spawn, stop_pid
 from jobs import launcher
 from jobs.producer import EventProducer
-from model_export.datasets import build_timelines, load_dataset
-from model_export.event_log import read_events
-from model_export.registry import Registry
-from model_export.train import TrainConfig, train_and_export_events
+from model_export.artifact.registry import Registry
+from model_export.data.datasets import build_timelines, load_dataset
+from model_export.data.event_log import read_events
+from model_export.pipeline import train_and_export_events
+from model_export.train import TrainConfig
 from serving.store import connect, decode_user, key
 
 pytestmark = pytest.mark.e2e

@@ -16,10 +16,11 @@ import pytest
 
 from jobs import launcher
 from jobs.producer import EventProducer
-from model_export.artifact import CONTRACT_FILE
-from model_export.datasets import load_dataset
-from model_export.registry import STATE_FILE, Registry
-from model_export.train import TrainConfig, train_and_export_events
+from model_export.artifact.contract import CONTRACT_FILE
+from model_export.artifact.registry import STATE_FILE, Registry
+from model_export.data.datasets import load_dataset
+from model_export.pipeline import train_and_export_events
+from model_export.train import TrainConfig
 from serving.store import connect, decode_recommendations, key, read_online_metrics
 
 pytestmark = pytest.mark.e2e

@@ -14,9 +14,10 @@ import pytest
 from infra.process import free_port, spawn, stop_pid
 from jobs import launcher
 from jobs.producer import EventProducer
-from model_export.datasets import load_dataset
-from model_export.registry import Registry
-from model_export.train import TrainConfig, train_and_export_events
+from model_export.artifact.registry import Registry
+from model_export.data.datasets import load_dataset
+from model_export.pipeline import train_and_export_events
+from model_export.train import TrainConfig
 from serving.scorer import Scorer
 from serving.store import connect, decode_user, key
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobs.producer import EventProducer
-from model_export.datasets import load_dataset
+from model_export.data.datasets import load_dataset
 from serving.store import MODEL_CURRENT, MODEL_HISTORY, POPULAR, connect
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from infra.process import free_port
 from infra.redis_server import AclUser, RedisServer
 from jobs import launcher
 from jobs.producer import EventProducer
-from model_export.event_log import read_events
+from model_export.data.event_log import read_events
 from serving.store import JOB_ACL_RULES, decode_user, key
 from streamrec.config import PROJECT_ROOT, load_config
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from jobs.producer import EventProducer
-from model_export.artifact import CONTRACT_FILE, MODEL_FILE, WEIGHTS_FILE, load_contract
-from model_export.datasets import load_dataset
+from model_export.artifact.contract import CONTRACT_FILE, MODEL_FILE, WEIGHTS_FILE, load_contract
+from model_export.artifact.export import load_model
+from model_export.artifact.registry import Registry
+from model_export.data.datasets import load_dataset
+from model_export.data.event_log import KafkaEventLog
 from model_export.errors import ArtifactError
-from model_export.event_log import KafkaEventLog
-from model_export.export import load_model
 from model_export.model import ModelConfig
-from model_export.registry import Registry
 from model_export.train import TrainConfig
 from model_export.trainer import DECISION_LOG, TrainerResult, run_once
 from serving.store import MODEL_CURRENT, POPULAR, connect

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from model_export import baselines
-from model_export.baselines import DAY_MS, itemknn_ranker, recent_popularity_ranker
-from model_export.evaluate import History
+from model_export.data.splits import History
+from model_export.evaluation import baselines
+from model_export.evaluation.baselines import DAY_MS, itemknn_ranker, recent_popularity_ranker
 
 W = 7 * DAY_MS
 NOW = 100 * DAY_MS

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from model_export.cold_start import MIN_FIT_ITEMS, grow_item_table, ridge_predict, text_rows
-from model_export.datasets import load_dataset
+from model_export.data.datasets import load_dataset
 from model_export.errors import TextEncoderNotInstalledError
-from model_export.item_text import TEXT_DIM, encode_texts, encoder_dir, item_text
+from model_export.features import TEXT_DIM, encoder_dir, item_text
 from model_export.model import PAD, ModelConfig, SASRec
+from model_export.text_embedding import encode_texts
 
 SCIFI = [
     "Star Wars (1977) — Action, Adventure, Sci-Fi",
@@ -228,7 +229,7 @@ def test_text_only_rows_are_scaled_until_new_items_reach_the_top_k_as_often_as_t
     torch.testing.assert_close(out[17:], raw[17:] * expected)  # text-only rows: rescaled
     torch.testing.assert_close(out[17:], torch.from_numpy(text[17:]) * expected)  # ... as the exported projection gives
     # the ranker scores with the calibrated rows
-    from model_export.evaluate import History
+    from model_export.data.splits import History
 
     hist = History(np.array([1, 2]), np.array([0, 1000]), ("default", "default"), 2000)
     with torch.no_grad():
@@ -307,15 +308,15 @@ def test_calibration_items_are_a_stable_few_of_the_trained_items_with_text() -> 
 
 
 def test_calibration_pairs_are_the_newest_calibration_target_of_each_window() -> None:
-    from model_export.train import _calibration_positions, _user_vectors_at
+    from model_export.train import calibration_positions, user_vectors_at
 
     x = np.array([[0, 1, 2, 3], [2, 3, 4, 5], [1, 2, 1, 2], [0, 4, 3, 2]])
     y = np.array([[1, 2, 3, 4], [3, 4, 3, 1], [2, 1, 2, 1], [4, 3, 2, 3]])
     probe = np.array([False, False, False, True, False, False, False])  # item 3
-    at = _calibration_positions(y, probe, np.random.default_rng(0))
+    at = calibration_positions(y, probe, np.random.default_rng(0))
     # 5 events of item 3, a quarter of them held out: one pair, at a window's newest such position
     assert len(at) == 1 and tuple(at[0]) in {(0, 2), (1, 2), (3, 3)}
-    everywhere = _calibration_positions(np.tile(y, (8, 1)), probe, np.random.default_rng(0))
+    everywhere = calibration_positions(np.tile(y, (8, 1)), probe, np.random.default_rng(0))
     assert len(everywhere) == 10 and len(set(everywhere[:, 0])) == 10  # one per window
     assert all(int(np.tile(y, (8, 1))[w, p]) == 3 for w, p in everywhere)
 
@@ -324,8 +325,8 @@ def test_calibration_pairs_are_the_newest_calibration_target_of_each_window() ->
     with torch.no_grad():
         hidden = model.forward(xt, g, g)
     pairs = np.array([[0, 2], [1, 2], [3, 3]])
-    torch.testing.assert_close(_user_vectors_at(model, xt, g, g, pairs), hidden[pairs[:, 0], pairs[:, 1]])
-    assert _user_vectors_at(model, xt, g, g, np.zeros((0, 2), dtype=np.int64)).shape == (0, 8)
+    torch.testing.assert_close(user_vectors_at(model, xt, g, g, pairs), hidden[pairs[:, 0], pairs[:, 1]])
+    assert user_vectors_at(model, xt, g, g, np.zeros((0, 2), dtype=np.int64)).shape == (0, 8)
 
 
 def test_a_batch_whose_targets_are_all_held_out_trains_nothing_and_stays_finite() -> None:

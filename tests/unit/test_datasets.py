@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model_export.datasets import (
+from model_export.data.datasets import (
     DATASETS,
     build_sequences,
     build_timelines,

@@ -7,23 +7,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_export import harness
-from model_export.datasets import k_core, load_dataset
-from model_export.evaluate import (
+from model_export.data.datasets import k_core, load_dataset
+from model_export.data.splits import (
     History,
-    _in_top_k,
-    evaluate,
-    evaluate_quality,
     hide_items,
     item_index,
     leave_one_out,
     make_split,
     pick_cold_items,
-    popularity_ranker,
-    rank_cases,
     time_split,
 )
-from model_export.harness import EvalData, HarnessConfig, evaluate_models
+from model_export.evaluation import harness
+from model_export.evaluation.baselines import popularity_ranker
+from model_export.evaluation.harness import EvalData, HarnessConfig, evaluate_models
+from model_export.evaluation.metrics import _in_top_k, evaluate, evaluate_quality, rank_cases
+from streamrec import run_options
 from streamrec.cli import main
 
 
@@ -212,9 +210,9 @@ def test_run_options_reach_both_neural_models() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    harness.add_run_options(parser)
+    run_options.add_run_options(parser)
     args = ["--epochs", "3", "--max-len", "200", "--batch-size", "64", "--curve-every", "2", "--no-cold"]
-    models, cfg = harness.run_options(parser.parse_args([*args, "--cold-exposure", "0.5"]))
+    models, cfg = run_options.run_options(parser.parse_args([*args, "--cold-exposure", "0.5"]))
     assert models == list(harness.MODELS) and cfg.cold_fraction == 0.0 and cfg.curve_every == 2
     ours, ids = harness.streamrec_config(cfg), harness.sasrec_id_config(cfg)
     assert ours.cold_exposure == 0.5

@@ -8,31 +8,26 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model_export.artifact import (
+from model_export.artifact.contract import (
     CONTRACT_FILE,
     EMBEDDINGS_FILE,
     ITEMS_FILE,
     MODEL_FILE,
+    PARITY_TOLERANCE,
     WEIGHTS_FILE,
-    gap_buckets,
     load_contract,
-    scenario_ids,
-    tower_inputs,
     verify_artifact,
 )
-from model_export.datasets import load_dataset
+from model_export.artifact.export import check_parity, export_artifact, export_onnx, parity_batch
+from model_export.data.datasets import load_dataset
+from model_export.data.splits import item_index, leave_one_out, make_split, time_split
 from model_export.errors import ArtifactError, ModelExportError, NotEnoughDataError, ParityError
-from model_export.evaluate import (
-    evaluate,
-    item_index,
-    leave_one_out,
-    make_split,
-    popularity_ranker,
-    time_split,
-)
-from model_export.export import PARITY_TOLERANCE, check_parity, export_artifact, export_onnx, parity_batch
+from model_export.evaluation.baselines import popularity_ranker
+from model_export.evaluation.metrics import evaluate
+from model_export.features import gap_buckets, scenario_ids, tower_inputs
 from model_export.model import ModelConfig, SASRec
-from model_export.train import TrainConfig, train, train_and_export_events
+from model_export.pipeline import train_and_export_events
+from model_export.train import TrainConfig, train
 
 TINY = TrainConfig(
     model=ModelConfig(max_len=8, d=16, n_blocks=1, dropout=0.0), epochs=15, batch_size=32, lr=1e-2
@@ -234,12 +229,10 @@ def test_export_is_one_self_contained_onnx_file(tmp_path: Path) -> None:
 
 
 def test_time_gaps_and_scenarios_are_encoded_as_the_contract_says() -> None:
-    from model_export import artifact, model
-
-    assert model.GAP_BUCKETS == artifact.GAP_BUCKETS
+    from model_export import features
     # first event: 1; same second: 2; 1 s: 3; an hour (3600 s): 2 + floor(log2(3601)) = 13; decades: capped
     ts = [0, 0, 1_000, 3_601_000, 10**13]
-    assert gap_buckets(ts).tolist() == [1, 2, 3, 13, artifact.GAP_BUCKETS - 1]
+    assert gap_buckets(ts).tolist() == [1, 2, 3, 13, features.GAP_BUCKETS - 1]
     assert gap_buckets([]).tolist() == [] and gap_buckets([5]).tolist() == [1]
     assert scenario_ids(["web", "app", None, "tv"], {"web": 2, "app": 3}).tolist() == [2, 3, 1, 1]
     feed = tower_inputs([[4, 5, 6]], [[0, 1_000, 2_000]], [["web", "app", "web"]], 2, {"web": 2, "app": 3},
@@ -261,7 +254,7 @@ def test_scenario_conditions_the_model() -> None:
     trained = train(seqs, cfg, seed=0, times=times, scenarios=scen)
     row = {item: r for r, item in enumerate(trained.items, start=1)}
     hist = [row[i] for i in ["a", "b", "c"]]
-    from model_export.evaluate import History
+    from model_export.data.splits import History
 
     ranks = trained.ranker()(
         [History(np.array(hist), np.array([0, 1000, 2000]), (s,) * 3, 3000, s) for s in ("web", "app")]

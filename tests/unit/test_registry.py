@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from model_export.artifact import CONTRACT_FILE, ITEMS_FILE, load_contract
+from model_export.artifact.contract import CONTRACT_FILE, ITEMS_FILE, load_contract
+from model_export.artifact.export import export_artifact
+from model_export.artifact.registry import STATE_FILE, Registry
 from model_export.errors import ArtifactError, RegistryError
-from model_export.export import export_artifact
 from model_export.model import ModelConfig, SASRec
-from model_export.registry import STATE_FILE, Registry
 
 
 @pytest.fixture(scope="module")

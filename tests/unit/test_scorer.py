@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.artifact import tower_inputs
-from model_export.export import export_artifact
+from model_export.artifact.export import export_artifact
+from model_export.features import tower_inputs
 from model_export.model import ModelConfig, SASRec
 from model_export.train import TrainConfig, train
 from serving.scorer import Scorer

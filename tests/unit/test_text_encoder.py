@@ -14,15 +14,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from model_export.item_text import TEXT_DIM, encode_texts, encoder_dir
-from model_export.text_encoder import (
-    META_PREFIX,
-    PARITY_TEXTS,
-    PARITY_TOLERANCE,
-    cache_key,
-    cached_text_encoder,
-    check_text_parity,
-)
+from model_export.artifact.contract import PARITY_TOLERANCE, TEXT_META_PREFIX
+from model_export.artifact.text_encoder import PARITY_TEXTS, cache_key, cached_text_encoder, check_text_parity
+from model_export.features import TEXT_DIM, encoder_dir
+from model_export.text_embedding import encode_texts
 from serving.scorer import CPU, CUDA
 from serving.text_encoder import TextEncoder, load_tokenizer
 
@@ -62,8 +57,8 @@ def test_export_is_one_file_with_the_contract(exported: tuple[Path, float]) -> N
     outputs = [(o.name, o.type, o.shape) for o in sess.get_outputs()]
     assert outputs == [("text_embedding", "tensor(float)", ["batch", 384])]
     meta = sess.get_modelmeta().custom_metadata_map
-    assert meta[META_PREFIX + "max_tokens"] == "256"
-    assert float(meta[META_PREFIX + "parity_max_abs_diff"]) <= PARITY_TOLERANCE
+    assert meta[TEXT_META_PREFIX + "max_tokens"] == "256"
+    assert float(meta[TEXT_META_PREFIX + "parity_max_abs_diff"]) <= PARITY_TOLERANCE
 
 
 def test_export_parity_with_item_text(exported: tuple[Path, float]) -> None:

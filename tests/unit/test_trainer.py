@@ -16,20 +16,21 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model_export.artifact import (
+from model_export.artifact.contract import (
     CONTRACT_FILE,
     EMBEDDINGS_FILE,
     MODEL_FILE,
+    PARITY_TOLERANCE,
     WEIGHTS_FILE,
     load_contract,
     sha256_file,
     verify_artifact,
 )
+from model_export.artifact.export import export_artifact, load_model, parity_inputs, save_weights
+from model_export.artifact.registry import Registry
+from model_export.data.event_log import MemoryEventLog
 from model_export.errors import ArtifactError
-from model_export.event_log import MemoryEventLog
-from model_export.export import PARITY_TOLERANCE, export_artifact, load_model, parity_inputs, save_weights
 from model_export.model import ModelConfig, SASRec
-from model_export.registry import Registry
 from model_export.train import TrainConfig, train
 from model_export.trainer import (
     DECISION_LOG,

@@ -4,13 +4,13 @@
     streamrec bench quality [-- --datasets ml-100k,ml-1m --protocols loo,time]
 
 Two runs per model, both ranking every item of the data set's (k-core filtered) index, seen items
-excluded (:mod:`model_export.evaluate`):
+excluded (:mod:`model_export.evaluation.metrics`):
 
 * the main run is the literature protocol: SASRec's preprocessing (users and items with fewer than
-  ``core`` = 5 interactions dropped, :func:`~model_export.datasets.k_core`), then ``loo`` or ``time``;
+  ``core`` = 5 interactions dropped, :func:`~model_export.data.datasets.k_core`), then ``loo`` or ``time``;
   it gives Recall@10 (= HR@10), NDCG@10, MRR and catalogue coverage@10;
 * the cold run trains again with every event of a seeded random ``cold_fraction`` (10%) of the items
-  removed from the training data (:func:`~model_export.evaluate.hide_items`); those items stay in the
+  removed from the training data (:func:`~model_export.evaluation.metrics.hide_items`); those items stay in the
   index, so a model sees them as rows without training data. The same test cases are measured:
   ``cold_recall@10`` over the cases whose target is cold, ``warm_recall@10_cold_run`` over the others,
   and ``cold_ratio`` = cold / warm. ``recent-popularity`` is not trained: it reads the stream, where
@@ -19,7 +19,7 @@ excluded (:mod:`model_export.evaluate`):
 
 Every model ranks the same index: all items of the filtered data set, so under ``time`` an item first
 seen after the cutoff is ranked like any item its model has no data for, rather than counted as a
-miss as :func:`~model_export.train.evaluate_split` (training index) does.
+miss as :func:`~model_export.pipeline.evaluate_split` (training index) does.
 
 Seeds are fixed (``seed``: the cold pick and every training), so two runs give the same numbers on CPU.
 Progress goes to stdout (the CLI moves it to stderr with ``--json``).
@@ -27,26 +27,21 @@ Progress goes to stdout (the CLI moves it to stderr with ``--json``).
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from model_export.baselines import ITEMKNN_NEIGHBOURS, ITEMKNN_SHRINK, itemknn_ranker, recent_popularity_ranker
-from model_export.datasets import Dataset, k_core, load_dataset
-from model_export.evaluate import (
-    PROTOCOLS,
-    Ranker,
-    Split,
-    hide_items,
-    item_index,
-    make_split,
-    pick_cold_items,
+from model_export.data.datasets import Dataset, k_core, load_dataset
+from model_export.data.splits import PROTOCOLS, Split, hide_items, item_index, make_split, pick_cold_items
+from model_export.evaluation.baselines import (
+    ITEMKNN_NEIGHBOURS,
+    ITEMKNN_SHRINK,
+    itemknn_ranker,
     popularity_ranker,
-    quality_metrics,
-    rank_cases,
+    recent_popularity_ranker,
 )
+from model_export.evaluation.metrics import Ranker, quality_metrics, rank_cases
 
 if TYPE_CHECKING:
     from model_export.train import TrainConfig, TrainedModel
@@ -90,61 +85,6 @@ class HarnessConfig:
     curve_every: int = 0
     # How readily our model recommends items it has no id row for (None: TrainConfig's cold_exposure).
     cold_exposure: float | None = None
-
-
-def cold_exposure_option(text: str) -> float:
-    """``--cold-exposure``: a share, 0 or more."""
-    value = float(text)
-    if not value >= 0:  # also refuses nan
-        msg = f"must be 0 or more (1.0: equal opportunity for new items; 0: no boost), not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """The options `streamrec eval` and `bench/quality.py` share: models, training budget, cold run, device."""
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {','.join(MODELS)}")
-    parser.add_argument("--epochs", type=int, help="epochs of streamrec and sasrec-id (default: TrainConfig's)")
-    parser.add_argument("--max-seconds", type=float, help="stop each training after this many seconds")
-    parser.add_argument("--core", type=int, default=5, help="drop users and items with fewer events (1: keep all)")
-    parser.add_argument("--cold-fraction", type=float, default=0.1, help="share of the items hidden from the cold run")
-    parser.add_argument("--no-cold", action="store_true", help="skip the cold run (cold_recall@10 is null)")
-    parser.add_argument("--device", default="cpu", help="torch device of the trainings (cuda where torch sees a GPU)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-len", type=int, help="recent items the neural models read (default: ModelConfig's)")
-    parser.add_argument("--batch-size", type=int, help="training windows per batch (default: TrainConfig's)")
-    parser.add_argument("--curve-every", type=int, default=0, help="log test metrics every N epochs (0: never)")
-    parser.add_argument(
-        "--cold-exposure",
-        type=cold_exposure_option,
-        help="new items' recall@k over known items' (default: TrainConfig's 1.0; 0: no boost)",
-    )
-
-
-def run_options(args: argparse.Namespace) -> tuple[list[str], HarnessConfig]:
-    """The models and the config of :func:`add_run_options`' parsed options.
-
-    Raises:
-        ValueError: an unknown model name.
-    """
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        msg = f"unknown model(s) {', '.join(unknown)}; use some of {','.join(MODELS)}"
-        raise ValueError(msg)
-    cfg = HarnessConfig(
-        core=args.core,
-        cold_fraction=0.0 if args.no_cold else args.cold_fraction,
-        seed=args.seed,
-        epochs=args.epochs,
-        max_seconds=args.max_seconds,
-        device=args.device,
-        max_len=args.max_len,
-        batch_size=args.batch_size,
-        curve_every=args.curve_every,
-        cold_exposure=args.cold_exposure,
-    )
-    return models, cfg
 
 
 @dataclass(frozen=True)
@@ -286,7 +226,7 @@ def evaluate_models(
 
     Args:
         data: From :func:`prepare`.
-        protocol: One of :data:`~model_export.evaluate.PROTOCOLS`.
+        protocol: One of :data:`~model_export.evaluation.metrics.PROTOCOLS`.
         models: Names from :data:`MODELS`.
         cfg: Settings; defaults to :class:`HarnessConfig`.
         log: Where progress lines go.

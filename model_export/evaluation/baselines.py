@@ -1,4 +1,4 @@
-"""Non-neural baselines for the offline evaluation, as :data:`~model_export.evaluate.Ranker` s over an item index.
+"""Non-neural baselines for the offline evaluation: :data:`~model_export.evaluation.metrics.Ranker` s of an item index.
 
 Each builder takes what the baseline may know and the item index (``items[i]`` is row ``i + 1``; row 0
 is padding) and returns a ranker: histories (B) -> scores (B, N + 1). Ties rank by row (the
@@ -16,11 +16,13 @@ evaluation's stable order), so every score here is deterministic.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from model_export.evaluate import History, Ranker, popularity_ranker
+from model_export.data.splits import History
+from model_export.evaluation.metrics import Ranker
 
 __all__ = ["ITEMKNN_NEIGHBOURS", "ITEMKNN_SHRINK", "itemknn_ranker", "popularity_ranker", "recent_popularity_ranker"]
 
@@ -156,3 +158,10 @@ def itemknn_ranker(
         return h @ sim  # (B, N + 1)
 
     return rank
+
+
+def popularity_ranker(train: Mapping[str, Sequence[str]], items: Sequence[str]) -> Ranker:
+    """Most-popular baseline: every user gets the training interaction counts as scores."""
+    counts = Counter(item for seq in train.values() for item in seq)
+    pop = np.array([0.0] + [float(counts[i]) for i in items], dtype=np.float32)  # (N + 1,)
+    return lambda histories: np.broadcast_to(pop, (len(histories), pop.shape[0]))

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from model_export.datasets import FORGET, drop_forgotten
+from model_export.data.datasets import FORGET, drop_forgotten
 
 # Records the stream refused go to the dead-letter topic; the trainer skips what it cannot use.
 _REQUIRED = ("user_id", "item_id", "ts")
@@ -50,7 +50,7 @@ def read_events(
 ) -> list[dict[str, Any]]:
     """Every usable event on ``topic`` up to its current end, in (ts, partition, offset) order.
 
-    A user's ``forget`` record removes the user's earlier events (:func:`~model_export.datasets.drop_forgotten`).
+    A user's ``forget`` record removes the user's earlier events (:func:`~model_export.data.datasets.drop_forgotten`).
     """
     rows: list[tuple[int, int, int, dict[str, Any]]] = []
     for partition, offset, value in _read_to_end(bootstrap, topic, timeout_s, client_config):

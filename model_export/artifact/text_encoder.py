@@ -2,7 +2,7 @@
 
 Why: the stream must give a brand-new item an embedding within seconds, inside the Flink job's embedded
 Python, without importing torch and transformers there. The graph computes exactly what
-:func:`model_export.item_text.encode_texts` does (transformer, mean of the token states over the
+:func:`model_export.text_embedding.encode_texts` does (transformer, mean of the token states over the
 attention mask, L2 normalisation), so vectors from the stream and from the trainer are interchangeable;
 :func:`check_text_parity` holds it to :data:`PARITY_TOLERANCE`. The serving side runs it with
 :class:`serving.text_encoder.TextEncoder`. The file (one, weights inside)::
@@ -11,10 +11,10 @@ attention mask, L2 normalisation), so vectors from the stream and from the train
              attention_mask  int64   (batch, tokens)   1 for real tokens, 0 for padding
     output   text_embedding  float32 (batch, 384)      unit rows
 
-and its ``metadata_props`` (:data:`META_PREFIX` keys) record the encoder package version, the settings
+and its ``metadata_props`` (:data:`TEXT_META_PREFIX` keys) record the encoder package version, the settings
 hash, ``max_tokens`` and the parity measured at export. Export once, reuse everywhere::
 
-    from model_export.text_encoder import cached_text_encoder
+    from model_export.artifact.text_encoder import cached_text_encoder
     onnx_path = cached_text_encoder(Path(".cache/text_encoder"))  # 15-60 s the first time, then a stat()
 
 torch, transformers and onnxruntime are imported only when an export runs: the serving side imports this
@@ -40,19 +40,19 @@ from typing import Any
 
 import numpy as np
 
+from model_export.artifact.contract import (
+    BATCH_AXIS,
+    OPSET,
+    PARITY_TOLERANCE,
+    TEXT_ATTENTION_MASK,
+    TEXT_INPUT_IDS,
+    TEXT_META_PREFIX,
+    TEXT_OUTPUT_NAME,
+    TEXT_TOKENS_AXIS,
+)
 from model_export.errors import ParityError, TextEncoderNotInstalledError
-from model_export.item_text import ENCODER_PACKAGE, MAX_TOKENS, TEXT_DIM
+from model_export.features import ENCODER_PACKAGE, MAX_TOKENS, TEXT_DIM
 
-# The graph's contract (serving.text_encoder feeds and reads these names).
-INPUT_IDS, ATTENTION_MASK, OUTPUT_NAME = "input_ids", "attention_mask", "text_embedding"
-BATCH_AXIS, TOKENS_AXIS = "batch", "tokens"
-# Keys of the file's metadata_props: "streamrec.max_tokens", "streamrec.encoder_version", ...
-META_PREFIX = "streamrec."
-# Max |onnxruntime - torch| on unit vectors (entries ~0.05): float32 round-off through 6 layers is ~1e-6;
-# 1e-4 catches any real divergence (a wrong mask or pooling moves entries by 1e-2) without flaking.
-PARITY_TOLERANCE = 1e-4
-# Same opset and exporter as the model artifact (model_export.export): well supported by onnxruntime 1.2x+.
-OPSET = 18
 # Everything that shapes the exported file. A change here, in the encoder package or in the exporter
 # (torch / transformers versions) gives a new cache key, hence a fresh export; bump "format" when the
 # export code changes in a way these fields do not show.
@@ -60,8 +60,8 @@ EXPORT_SETTINGS: dict[str, Any] = {
     "format": 1,
     "opset": OPSET,
     "exporter": "torch.onnx.export(dynamo=True)",
-    "inputs": [INPUT_IDS, ATTENTION_MASK],
-    "output": OUTPUT_NAME,
+    "inputs": [TEXT_INPUT_IDS, TEXT_ATTENTION_MASK],
+    "output": TEXT_OUTPUT_NAME,
     "pooling": "mean over attention_mask",
     "normalize": "l2",
     "max_tokens": MAX_TOKENS,
@@ -135,14 +135,14 @@ def cached_text_encoder(cache_dir: Path | str) -> Path:
 
     Args:
         cache_dir: A folder (created if missing), e.g. ``.cache/text_encoder`` (git-ignored), the one
-            ``model_export.export`` uses.
+            ``model_export.artifact.export`` uses.
 
     Returns:
         The ONNX file's path.
 
     Raises:
         TextEncoderNotInstalledError: the encoder package is missing.
-        ParityError: a fresh export does not match :func:`model_export.item_text.encode_texts`.
+        ParityError: a fresh export does not match :func:`model_export.text_embedding.encode_texts`.
     """
     folder = Path(cache_dir)
     path = folder / cache_key()
@@ -169,12 +169,12 @@ def export_text_encoder(path: Path | str) -> TextEncoderExport:
     """Export the encoder to ``path`` (atomically: a temp file in the same folder, renamed once checked).
 
     Raises:
-        ParityError: onnxruntime and :func:`model_export.item_text.encode_texts` differ beyond
+        ParityError: onnxruntime and :func:`model_export.text_embedding.encode_texts` differ beyond
             :data:`PARITY_TOLERANCE`; nothing is written then.
     """
     import torch
 
-    from model_export.item_text import text_encoder
+    from model_export.text_embedding import text_encoder
 
     class SentenceEncoder(torch.nn.Module):
         """What the graph computes: input_ids, attention_mask (B, T) -> text_embedding (B, 384)."""
@@ -190,7 +190,7 @@ def export_text_encoder(path: Path | str) -> TextEncoderExport:
     t0 = time.perf_counter()
     hf = text_encoder()  # the very module encode_texts runs, so parity compares like with like
     example = hf.tokenizer(["a short title", "a somewhat longer item title"], padding=True, return_tensors="pt")
-    batch, tokens = torch.export.Dim(BATCH_AXIS), torch.export.Dim(TOKENS_AXIS, max=MAX_TOKENS)
+    batch, tokens = torch.export.Dim(BATCH_AXIS), torch.export.Dim(TEXT_TOKENS_AXIS, max=MAX_TOKENS)
     axes = {0: batch, 1: tokens}
     exporter_log = logging.getLogger("torch.onnx")  # one warning per torchvision op it cannot register
     level = exporter_log.level
@@ -203,9 +203,9 @@ def export_text_encoder(path: Path | str) -> TextEncoderExport:
             program = torch.onnx.export(
                 SentenceEncoder(hf.model).eval(),
                 (example["input_ids"], example["attention_mask"]),
-                input_names=[INPUT_IDS, ATTENTION_MASK],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes={INPUT_IDS: axes, ATTENTION_MASK: axes},
+                input_names=[TEXT_INPUT_IDS, TEXT_ATTENTION_MASK],
+                output_names=[TEXT_OUTPUT_NAME],
+                dynamic_shapes={TEXT_INPUT_IDS: axes, TEXT_ATTENTION_MASK: axes},
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,
@@ -225,7 +225,7 @@ def export_text_encoder(path: Path | str) -> TextEncoderExport:
         "parity_max_abs_diff": f"{diff:.3g}",
         "parity_tolerance": f"{PARITY_TOLERANCE:g}",
     }
-    program.model.metadata_props.update({META_PREFIX + k: v for k, v in meta.items()})
+    program.model.metadata_props.update({TEXT_META_PREFIX + k: v for k, v in meta.items()})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -244,7 +244,7 @@ def export_text_encoder(path: Path | str) -> TextEncoderExport:
 def check_text_parity(
     model: Path | str | bytes, texts: Sequence[str] = PARITY_TEXTS, tolerance: float = PARITY_TOLERANCE
 ) -> float:
-    """Compare the ONNX graph (onnxruntime, CPU) with :func:`model_export.item_text.encode_texts` on ``texts``.
+    """Compare the ONNX graph (onnxruntime, CPU) with :func:`model_export.text_embedding.encode_texts` on ``texts``.
 
     The graph runs on all texts in one padded batch and on each text alone, so that both dynamic axes
     and the padding mask are exercised. Tokens come from the same tokenizer ``encode_texts`` uses.
@@ -257,7 +257,7 @@ def check_text_parity(
     """
     import onnxruntime as ort
 
-    from model_export.item_text import encode_texts, text_encoder
+    from model_export.text_embedding import encode_texts, text_encoder
 
     source = model if isinstance(model, bytes) else str(model)
     sess = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
@@ -266,8 +266,11 @@ def check_text_parity(
 
     def run(batch: Sequence[str]) -> np.ndarray:
         t = tok(list(batch), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="np")
-        feed = {INPUT_IDS: t["input_ids"].astype(np.int64), ATTENTION_MASK: t["attention_mask"].astype(np.int64)}
-        return np.asarray(sess.run([OUTPUT_NAME], feed)[0])
+        feed = {
+            TEXT_INPUT_IDS: t["input_ids"].astype(np.int64),
+            TEXT_ATTENTION_MASK: t["attention_mask"].astype(np.int64),
+        }
+        return np.asarray(sess.run([TEXT_OUTPUT_NAME], feed)[0])
 
     together = run(texts)  # (n, 384), padded to the longest
     alone = np.concatenate([run([t]) for t in texts])  # (n, 384), no padding

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,17 @@ WEIGHTS_FILE = "weights.pt"
 INPUT_NAME = "item_seq"
 OUTPUT_NAME = "user_vector"
 BATCH_AXIS = "batch"
+# ONNX opset of every graph we write (the user tower, the text encoder, the scorer's item scoring):
+# well supported by onnxruntime 1.2x+ and by both torch exporters.
+OPSET = 18
+# Max |onnxruntime - torch| of an exported graph on unit-scale outputs: float32 round-off through a few
+# layers stays ~1e-6; 1e-4 catches any real divergence (a wrong mask or pooling moves entries by 1e-2).
+PARITY_TOLERANCE = 1e-4
+# The text encoder graph (serving.text_encoder feeds and reads these names).
+TEXT_INPUT_IDS, TEXT_ATTENTION_MASK, TEXT_OUTPUT_NAME = "input_ids", "attention_mask", "text_embedding"
+TEXT_TOKENS_AXIS = "tokens"
+# Keys of the text encoder file's metadata_props: "streamrec.max_tokens", "streamrec.encoder_version", ...
+TEXT_META_PREFIX = "streamrec."
 
 
 @dataclass(frozen=True)
@@ -317,41 +328,12 @@ def read_item_embeddings(artifact_dir: Path | str, contract: ModelContract) -> n
     return np.load(Path(artifact_dir) / contract.item_embeddings_file)
 
 
-def left_pad(rows: Sequence[Sequence[int] | np.ndarray], max_len: int, pad_id: int = 0) -> np.ndarray:
-    """Histories of item rows -> int64 (B, max_len), newest item last, keeping the newest max_len."""
-    out = np.full((len(rows), max_len), pad_id, dtype=np.int64)
-    for b, r in enumerate(rows):
-        tail = r[-max_len:] if max_len else r[:0]
-        if len(tail):
-            out[b, max_len - len(tail) :] = tail
-    return out
-
-
 # Context inputs of the user tower, aligned with ``item_seq`` (0 = padding in both).
 GAPS_INPUT = "time_gaps"
 SCENARIOS_INPUT = "scenarios"
 CONTEXT_INPUTS = (GAPS_INPUT, SCENARIOS_INPUT)  # in graph order, each optional
 TEXT_ENCODER_FILE = "text_encoder.onnx"
 TEXT_PROJECTION_FILE = "text_projection.npy"
-# Time-gap buckets: 0 padding, 1 no earlier event, 2 + floor(log2(1 + gap seconds)) capped: from
-# "same second" (MovieLens' bulk ratings) to years, in 32 buckets of doubling width.
-GAP_BUCKETS = 32
-SCENARIO_PAD, SCENARIO_UNKNOWN = 0, 1
-
-
-def gap_buckets(ts_ms: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Bucket ids of the gaps between consecutive events of one history (oldest first), int64 (len,)."""
-    ts = np.asarray(ts_ms, dtype=np.int64)
-    out = np.ones(len(ts), dtype=np.int64)
-    if len(ts) > 1:
-        gap_s = np.maximum(np.diff(ts), 0) // 1000
-        out[1:] = 2 + np.minimum(np.floor(np.log2(1.0 + gap_s)).astype(np.int64), GAP_BUCKETS - 3)
-    return out
-
-
-def scenario_ids(scenarios: Sequence[str | None], vocab: Mapping[str, int]) -> np.ndarray:
-    """Ids of scenario names (``vocab`` maps known names to 2..), unknown or missing ones to 1, int64 (len,)."""
-    return np.array([vocab.get(s or "", SCENARIO_UNKNOWN) for s in scenarios], dtype=np.int64)
 
 
 def read_text_projection(artifact_dir: Path | str, contract: ModelContract) -> tuple[np.ndarray, np.ndarray] | None:
@@ -362,42 +344,3 @@ def read_text_projection(artifact_dir: Path | str, contract: ModelContract) -> t
     return packed[:-1], packed[-1]
 
 
-def tower_inputs(
-    rows: Sequence[Sequence[int] | np.ndarray],
-    times: Sequence[Sequence[int] | np.ndarray | None],
-    scenarios: Sequence[Sequence[str | None] | None],
-    max_len: int,
-    vocab: Mapping[str, int],
-    names: Sequence[str],
-) -> dict[str, np.ndarray]:
-    """The graph feed of a batch, every input int64 (B, max_len), left-padded, newest item last.
-
-    Args:
-        rows: Each history's item rows, oldest first (items the model does not know already left out).
-        times: Their event times (epoch ms), aligned; None: "no earlier event" for every item.
-        scenarios: Their scenario names, aligned; None: unknown.
-        max_len: The contract's ``max_len``; longer histories keep their newest items.
-        vocab: Scenario name -> id (2..).
-        names: The graph's input names (``item_seq`` first, then the context inputs it reads).
-
-    Gaps are bucketed on the whole history before it is cut to ``max_len``, so the oldest kept item
-    still sees its gap to the one before.
-    """
-    feed = {INPUT_NAME: left_pad(rows, max_len)}
-    if GAPS_INPUT in names:
-        gaps = [
-            np.ones(len(r), dtype=np.int64) if t is None else gap_buckets(t) for r, t in zip(rows, times, strict=True)
-        ]
-        feed[GAPS_INPUT] = left_pad(gaps, max_len)
-    if SCENARIOS_INPUT in names:
-        scen = [
-            np.full(len(r), SCENARIO_UNKNOWN, dtype=np.int64) if s is None else scenario_ids(s, vocab)
-            for r, s in zip(rows, scenarios, strict=True)
-        ]
-        feed[SCENARIOS_INPUT] = left_pad(scen, max_len)
-    return feed
-
-
-def scenario_vocab(names: Sequence[str]) -> dict[str, int]:
-    """Scenario name -> id (2..; 0 is padding, 1 unknown), in the order of the contract's ``scenarios``."""
-    return {name: i for i, name in enumerate(names, start=2)}

