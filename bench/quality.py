@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.results import publish
 from model_export.evaluation.harness import evaluate_models, prepare, settings, table
+from streamrec.cli import configure_logging
 from streamrec.run_options import add_run_options, run_options
 
 # Published full-ranking ML-1M leave-one-out results (Recall@10 = HR@10, NDCG@10), for scale only.
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_run_options(p)
     p.add_argument("--out", type=Path, help="result file (default bench/results/quality.json)")
     args = p.parse_args(argv)
+    configure_logging()
 
     if args.device.startswith("cuda"):
         import torch

@@ -48,6 +48,7 @@ from bench.results import human_output, publish
 from infra import stack
 from jobs import launcher
 from serving.store import UserView, connect, encode_recommendations, key
+from streamrec.cli import configure_logging
 from streamrec.config import JobConfig, Settings, dump_config, load_config
 
 History = list[tuple[str, int, float]]  # (item_id, ts, rating) in event-time order
@@ -418,6 +419,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds the job may take per step")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    configure_logging()
     with human_output(args.json):
         result = measure(args)
     publish("scale", result, as_json=args.json)

@@ -59,6 +59,7 @@ from model_export.artifact.export import export_artifact
 from model_export.features import left_pad
 from model_export.model import PAD, ModelConfig, SASRec
 from serving.scorer import CUDA, Scorer
+from streamrec.cli import configure_logging
 from streamrec.config import load_config
 
 CATALOGS = (1_000, 100_000, 1_000_000)
@@ -441,6 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="result file (default bench/results/scorer.json or scorer-quick.json)")
     args = p.parse_args(argv)
+    configure_logging()
     if args.quick:
         args.min_reps, args.budget = 2, 0.3
     catalogs = (

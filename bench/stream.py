@@ -52,6 +52,7 @@ from bench.results import human_output, publish
 from infra import stack
 from jobs import launcher
 from serving.store import connect, key
+from streamrec.cli import configure_logging
 from streamrec.config import Settings, dump_config, load_config
 
 RATES_EVENTS_TOPIC = "bench.events"
@@ -562,6 +563,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="one more fixed-rate phase at 2x saturation, sampled (per-thread CPU, jstack, py-spy)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    configure_logging()
     with human_output(args.json):
         result = measure(args)
     publish("stream", result, as_json=args.json)

@@ -68,6 +68,7 @@ from model_export.model import PAD, SASRec
 from model_export.text_embedding import text_encoder
 from model_export.train import TrainConfig, TrainedModel, train
 from serving.text_encoder import TextEncoder, load_tokenizer
+from streamrec.cli import configure_logging
 
 HEADS = ("linear", "mlp")
 K = 10
@@ -497,6 +498,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--skip-adaptation", action="store_true")
     p.add_argument("--out", type=Path, help="result file (default bench/results/text_adapter[-quick].json)")
     args = p.parse_args(argv)
+    configure_logging()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.arms = [a for a in args.arms.split(",") if a]
     if args.quick:

@@ -14,8 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from model_export.artifact.contract import GAPS_INPUT, INPUT_NAME, SCENARIOS_INPUT
 from model_export.errors import TextEncoderNotInstalledError
+
+# The user tower's inputs, int64 (batch, max_len) each: item rows, then the context inputs aligned with them
+# (0 = padding in all). The graph reads ``item_seq`` and, in this order, the context inputs it was built with.
+INPUT_NAME = "item_seq"
+GAPS_INPUT = "time_gaps"
+SCENARIOS_INPUT = "scenarios"
+CONTEXT_INPUTS = (GAPS_INPUT, SCENARIOS_INPUT)
 
 
 def left_pad(rows: Sequence[Sequence[int] | np.ndarray], max_len: int, pad_id: int = 0) -> np.ndarray:

@@ -8,6 +8,7 @@ Run (via the CLI): ``streamrec train --dataset ml-100k``; from Python::
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, replace
@@ -21,6 +22,9 @@ from model_export.data.splits import PROTOCOLS, Split, make_split
 from model_export.evaluation.baselines import popularity_ranker
 from model_export.evaluation.metrics import evaluate
 from model_export.train import TrainConfig, TrainedModel, train_split
+
+log = logging.getLogger(__name__)
+
 
 
 def evaluate_split(
@@ -43,11 +47,10 @@ def evaluate_split(
     }
     for name in ("sasrec", "popularity"):
         m = results[name]
-        print(
+        log.info(
             f"  {split.protocol:>4} {name:<10} recall@{config.k} {m[f'recall@{config.k}']:.4f}  "
             f"ndcg@{config.k} {m[f'ndcg@{config.k}']:.4f}  mrr {m['mrr']:.4f}  "
             f"({m['cases']} cases, {m['users']} users)",
-            flush=True,
         )
     return trained, results
 
@@ -98,7 +101,7 @@ def train_and_export_events(
     loo: Split | None = None
     for protocol in ("time", "loo"):
         split = make_split(events, protocol, cfg.test_fraction)
-        print(f"[{name}] {protocol}: training on {sum(map(len, split.train.values()))} events", flush=True)
+        log.info(f"[{name}] {protocol}: training on {sum(map(len, split.train.values()))} events")
         trained, metrics[protocol] = evaluate_split(split, cfg, seed, catalog)
         if protocol == "loo":
             exported, loo = trained, split
@@ -153,6 +156,6 @@ def train_and_export(
     t0 = time.perf_counter()
     data = load_dataset(dataset_name)
     events = data.events[:max_events] if max_events is not None else data.events
-    print(f"[{dataset_name}] {len(events)} events loaded in {time.perf_counter() - t0:.1f}s", flush=True)
+    log.info(f"[{dataset_name}] {len(events)} events loaded in {time.perf_counter() - t0:.1f}s")
     catalog = {str(r["item_id"]): r for r in data.items}
     return train_and_export_events(events, out_dir, name=dataset_name, seed=seed, config=cfg, catalog=catalog)

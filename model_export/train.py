@@ -10,6 +10,7 @@ Environment: ``STREAMREC_TRAIN_THREADS`` caps torch's CPU threads (default: all 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,15 +19,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from model_export.artifact.contract import CONTEXT_INPUTS, INPUT_NAME
-from model_export.calibration import calibration_items, calibration_positions, user_vectors_at
+from model_export import calibration
+from model_export.calibration import calibration_items
 from model_export.data.datasets import DEFAULT_SCENARIO, Dataset, build_sequences
-from model_export.data.splits import History, Split, item_index
+from model_export.data.splits import History, Ranker, Split, item_index
 from model_export.errors import NotEnoughDataError
-from model_export.evaluation.metrics import Ranker
-from model_export.features import gap_buckets, left_pad, scenario_ids, scenario_vocab, tower_inputs
+from model_export.features import (
+    CONTEXT_INPUTS,
+    INPUT_NAME,
+    gap_buckets,
+    left_pad,
+    scenario_ids,
+    scenario_vocab,
+    tower_inputs,
+)
 from model_export.model import PAD, ModelConfig, SASRec
+from streamrec.config import CUTOFF
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,30 +46,36 @@ class TrainConfig:
     """How the model is trained and evaluated (the model's own shape is in ``model``)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    # ML-100k: ~2.5 s/epoch on 2 CPU cores; 30 epochs reach LOO Recall@10 ~0.23 (2.6x popularity).
-    # ML-1M (max_len 200, batch 64): ~65 s/epoch; 30 epochs reach 0.33 (bench/results/quality-ml1m.json).
     epochs: int = 30
     batch_size: int = 128
-    # Adam at 2e-3 (twice the usual SASRec rate): converges within the short CPU budget, and
-    # full softmax CE is stable there.
+    # Adam at 2e-3 (twice the usual SASRec rate): converges within a short CPU budget, and full softmax
+    # cross-entropy is stable there.
     lr: float = 2e-3
     # Held-out share of events (by time) for the ``time`` protocol.
     test_fraction: float = 0.2
     # Cut-off of Recall@k / NDCG@k.
-    k: int = 10
+    k: int = CUTOFF
     # "cuda" trains on a GPU when one is there; the default keeps runs reproducible on CPU.
     device: str = "cpu"
     # Stop early after this many seconds of training (None: run all epochs); keeps CI and demos short.
     max_seconds: float | None = None
     # 0: full softmax over every item; N > 0: sampled softmax against N shared uniform negatives.
     negatives: int = 0
-    # Cosine decay of the learning rate to 0 over ``epochs``: ML-100k LOO Recall@10 0.2238 vs 0.2131
-    # at a constant rate (30 epochs, seed 0); the last epochs settle instead of bouncing.
+    # Cosine decay of the learning rate to 0 over ``epochs``: the last epochs settle instead of bouncing.
     lr_decay: bool = True
     # Text-only rows (items without training events) are scaled so that a relevant one reaches the top k
     # this share as often as a relevant trained item (:meth:`SASRec.calibrate_text_only`): 1.0 is equal
     # opportunity for new items; 0 leaves them unscaled (they then rarely reach a top 10).
     cold_exposure: float = 1.0
+    # Share of the trained items whose text the projection never fits (:mod:`model_export.calibration`):
+    # their text-only rows stand in for never-seen items. Texts the projection had fitted rank too well.
+    calibration_item_share: float = 0.05
+    # Calibration pairs (a calibration item as the next item) held out of the loss: up to this many, enough
+    # for a stable recall@k estimate and a few seconds of scoring on CPU...
+    calibration_pairs: int = 4096
+    # ... and at most this share of the calibration items' next-item events, so that their id rows still
+    # learn about as well as the others' (the reference the text-only rows are calibrated against).
+    calibration_holdout: float = 0.25
 
 
 @dataclass
@@ -226,82 +244,149 @@ def train(
     """
     cfg = config or TrainConfig()
     seqs = build_sequences(data.events) if isinstance(data, Dataset) else data
-    if init is not None:
-        items = list(init[1])
-        if len(items) != init[0].n_items:
-            msg = f"warm start: {len(items)} item ids for a model of {init[0].n_items} items"
-            raise ValueError(msg)
-        missing = sorted({i for s in seqs.values() for i in s} - set(items))
-        if missing:
-            msg = f"warm start: the model's index lacks {len(missing)} items of the data, e.g. {missing[:3]}"
-            raise ValueError(msg)
-        cfg = replace(cfg, model=init[0].cfg)
-    elif items is not None:
-        items = list(items)
-        missing = sorted({i for s in seqs.values() for i in s} - set(items))
-        if missing:
-            msg = f"the item index lacks {len(missing)} items of the data, e.g. {missing[:3]}"
-            raise ValueError(msg)
-    else:
-        items = item_index(seqs)
-    row = {item: r for r, item in enumerate(items, start=1)}
-    if scenario_names is not None:
-        names = list(scenario_names)
-    else:
-        names = sorted({sc for seq in (scenarios or {}).values() for sc in seq})
-    vocab = scenario_vocab(names)
-
-    def context(user: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        ts, sc = (times or {}).get(user), (scenarios or {}).get(user)
-        gaps = gap_buckets(ts) if ts is not None and len(ts) == n else np.ones(n, dtype=np.int64)
-        ids = scenario_ids(sc, vocab) if sc is not None and len(sc) == n else np.full(n, 1, dtype=np.int64)
-        return gaps, ids
-
-    x, y, g, c = _windows(
-        (([row[i] for i in s], *context(u, len(s))) for u, s in seqs.items()), cfg.model.max_len
+    items, cfg = _item_index(seqs, cfg, init, items)
+    names = list(scenario_names) if scenario_names is not None else sorted(
+        {sc for seq in (scenarios or {}).values() for sc in seq}
     )
-    if len(x) == 0:
-        raise NotEnoughDataError("no user has two events, so there is no next item to learn")
+    windows = _training_windows(seqs, items, times, scenarios, scenario_vocab(names), cfg.model.max_len)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     torch.set_num_threads(_threads())
-    device = torch.device(cfg.device)
+    model = init[0] if init is not None else _new_model(items, cfg, len(names), catalog, encode)
+    _mark_trained_rows(model, windows, keep=init is not None)
+    probe = calibration_items(
+        items, model.has_id.numpy() > 0, model.text_feat.abs().sum(1).numpy() > 0, cfg.calibration_item_share
+    )
+    has_projection = model.text_proj is not None
+    held = (
+        calibration.hold_out(windows[1], probe, rng, cfg.calibration_pairs, cfg.calibration_holdout)
+        if has_projection
+        else calibration.HeldOut.none()
+    )
+    fit = _fit(model, windows, cfg, rng, probe if has_projection else None, items, seed, names, on_epoch)
+    model.eval()
+    model.to("cpu")
+    calibration.calibrate(model, windows, held, cfg.cold_exposure, cfg.k)
+    return TrainedModel(model, items, cfg, seed, time.perf_counter() - fit.started, fit.epochs, fit.loss, names)
+
+
+def _item_index(
+    seqs: Mapping[str, Sequence[str]],
+    cfg: TrainConfig,
+    init: tuple[SASRec, Sequence[str]] | None,
+    items: Sequence[str] | None,
+) -> tuple[list[str], TrainConfig]:
+    """The item index to train (a warm start's, the given one, or the data's) and the config it implies."""
     if init is not None:
-        model = init[0]
+        index = list(init[1])
+        if len(index) != init[0].n_items:
+            msg = f"warm start: {len(index)} item ids for a model of {init[0].n_items} items"
+            raise ValueError(msg)
+        cfg = replace(cfg, model=init[0].cfg)
+        what = "warm start: the model's index"
+    elif items is not None:
+        index, what = list(items), "the item index"
     else:
-        text = _text_features(items, catalog, encode) if cfg.model.text and catalog else None
-        model = SASRec(len(items), cfg.model, len(names), 0 if text is None else text.shape[1])
-        if text is not None:
-            model.set_items(text=torch.from_numpy(text))
-    # Items with training events have an id row; the others (cold) are scored from their text only.
-    has_id = np.zeros(len(items) + 1, dtype=np.float32)
+        return item_index(seqs), cfg
+    missing = sorted({i for s in seqs.values() for i in s} - set(index))
+    if missing:
+        msg = f"{what} lacks {len(missing)} items of the data, e.g. {missing[:3]}"
+        raise ValueError(msg)
+    return index, cfg
+
+
+def _training_windows(
+    seqs: Mapping[str, Sequence[str]],
+    items: Sequence[str],
+    times: Mapping[str, Sequence[int]] | None,
+    scenarios: Mapping[str, Sequence[str]] | None,
+    vocab: Mapping[str, int],
+    max_len: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every user's sequence as next-item windows: inputs, targets, gaps, scenarios, int64 (W, max_len) each."""
+    row = {item: r for r, item in enumerate(items, start=1)}
+
+    def encoded(user: str, seq: Sequence[str]) -> tuple[list[int], np.ndarray, np.ndarray]:
+        n = len(seq)
+        ts, sc = (times or {}).get(user), (scenarios or {}).get(user)
+        gaps = gap_buckets(ts) if ts is not None and len(ts) == n else np.ones(n, dtype=np.int64)
+        ids = scenario_ids(sc, vocab) if sc is not None and len(sc) == n else np.full(n, 1, dtype=np.int64)
+        return [row[i] for i in seq], gaps, ids
+
+    windows = _windows((encoded(u, s) for u, s in seqs.items()), max_len)
+    if len(windows[0]) == 0:
+        raise NotEnoughDataError("no user has two events, so there is no next item to learn")
+    return windows
+
+
+def _new_model(
+    items: Sequence[str],
+    cfg: TrainConfig,
+    n_scenarios: int,
+    catalog: Mapping[str, Mapping[str, Any]] | None,
+    encode: Callable[[list[str]], np.ndarray] | None,
+) -> SASRec:
+    """A fresh model over ``items``, its text tower fed the catalog's texts when the config asks for one."""
+    text = _text_features(items, catalog, encode) if cfg.model.text and catalog else None
+    model = SASRec(len(items), cfg.model, n_scenarios, 0 if text is None else text.shape[1])
+    if text is not None:
+        model.set_items(text=torch.from_numpy(text))
+    return model
+
+
+def _mark_trained_rows(model: SASRec, windows: tuple[np.ndarray, ...], keep: bool) -> None:
+    """Items with training events get an id row; the others (cold) are scored from their text only.
+
+    ``keep``: a warm start keeps its parent's id rows too.
+    """
+    x, y = windows[0], windows[1]
+    has_id = np.zeros(model.n_items + 1, dtype=np.float32)
     has_id[np.unique(y)] = 1.0
     has_id[np.unique(x)] = 1.0
-    if init is not None:
+    if keep:
         has_id = np.maximum(has_id, model.has_id.numpy())
     model.set_items(has_id=torch.from_numpy(has_id))
-    probe = calibration_items(items, has_id > 0, model.text_feat.abs().sum(1).numpy() > 0)
-    text_fixed = torch.from_numpy(probe).to(device) if model.text_proj is not None else None
-    # Pairs trained on overstate how well a row ranks (the user vectors were fitted to them), so the
-    # calibration pairs are left out of the loss: their recall is then measured as on new events.
-    held = calibration_positions(y, probe, rng) if text_fixed is not None else np.zeros((0, 2), dtype=np.int64)
-    calib_targets = torch.from_numpy(y[held[:, 0], held[:, 1]])
-    y[held[:, 0], held[:, 1]] = PAD
-    model = model.to(device)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    started: float  # perf_counter at the first epoch
+    epochs: int
+    loss: float
+
+
+def _fit(
+    model: SASRec,
+    windows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    text_fixed: np.ndarray | None,
+    items: list[str],
+    seed: int,
+    names: list[str],
+    on_epoch: Callable[[TrainedModel], None] | None,
+) -> _Fit:
+    """The epochs of Adam on the windows (cosine decay when ``cfg.lr_decay``), with a progress bar.
+
+    ``text_fixed``: bool (N + 1,) rows whose projected text passes no gradient (the calibration items).
+    """
+    device = torch.device(cfg.device)
+    model.to(device)
+    fixed = torch.from_numpy(text_fixed).to(device) if text_fixed is not None else None
+    xt, yt, gt, ct = (torch.from_numpy(w).to(device) for w in windows)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    steps = cfg.epochs * -(-len(x) // cfg.batch_size)
+    steps = cfg.epochs * -(-len(xt) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cfg.lr_decay else None
-    gt, ct = torch.from_numpy(g).to(device), torch.from_numpy(c).to(device)
-    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     t0 = time.perf_counter()
     loss_value, epoch = float("nan"), 0
     model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        order = torch.from_numpy(rng.permutation(len(x))).to(device)
+    bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=None, leave=False)
+    for epoch in bar:
+        order = torch.from_numpy(rng.permutation(len(xt))).to(device)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            loss = model.loss(xt[idx], yt[idx], gt[idx], ct[idx], cfg.negatives, text_fixed)
+            loss = model.loss(xt[idx], yt[idx], gt[idx], ct[idx], cfg.negatives, fixed)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -310,24 +395,17 @@ def train(
             total += loss.item() * len(idx)
         loss_value = total / len(order)
         elapsed = time.perf_counter() - t0
+        bar.set_postfix(loss=f"{loss_value:.4f}")
         if epoch == 1 or epoch % 10 == 0 or epoch == cfg.epochs:
-            print(f"  epoch {epoch:3d}/{cfg.epochs}  loss {loss_value:.4f}  {elapsed:5.1f}s", flush=True)
+            log.info("epoch %3d/%d  loss %.4f  %5.1fs", epoch, cfg.epochs, loss_value, elapsed)
         if on_epoch is not None:
             on_epoch(TrainedModel(model, items, cfg, seed, elapsed, epoch, loss_value, names))
             model.train()
         if cfg.max_seconds is not None and elapsed > cfg.max_seconds:
-            print(f"  stopping after {epoch} epochs: max_seconds={cfg.max_seconds} reached", flush=True)
+            log.info("stopping after %d epochs: max_seconds=%s reached", epoch, cfg.max_seconds)
             break
-    model.eval()
-    model.to("cpu")
-    queries = user_vectors_at(model, xt.cpu(), gt.cpu(), ct.cpu(), held)
-    # The window's other items do not compete: the earlier ones are seen (filtered when serving), and
-    # the later ones were trained as next items of nearly the same history, so they crowd its top k.
-    window = np.concatenate([x[held[:, 0]], y[held[:, 0]]], axis=1)  # (P, 2 max_len)
-    exclude = torch.zeros(len(held), len(items) + 1, dtype=torch.bool)
-    exclude.scatter_(1, torch.from_numpy(window), True)
-    model.calibrate_text_only(queries, calib_targets, cfg.cold_exposure, cfg.k, exclude)
-    return TrainedModel(model, items, cfg, seed, time.perf_counter() - t0, epoch, loss_value, names)
+    bar.close()
+    return _Fit(t0, epoch, loss_value)
 
 
 def _text_features(

@@ -26,6 +26,7 @@ One run (:func:`run_once`):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
 import tempfile
@@ -52,11 +53,11 @@ from model_export.features import item_text
 from model_export.pipeline import describe_training_data
 from model_export.text_embedding import encode_texts
 from model_export.train import TrainConfig, TrainedModel, train_split
-from streamrec.config import TrainerConfig
+from streamrec.config import CUTOFF, TrainerConfig
+
+logger = logging.getLogger(__name__)
 
 DECISION_LOG = "trainer.jsonl"
-# Cut-off of the gate metrics: the Literal of TrainerConfig.gate_metric names "@10".
-K = 10
 # Float slack of the gate: 0.12 >= 0.10 + 0.02 must hold although 0.10 + 0.02 is 0.12000000000000001.
 _EPS = 1e-9
 
@@ -234,14 +235,13 @@ def _run(
     except NotEnoughDataError as exc:
         return done("skipped", f"no usable held-out window from ts {cutoff}: {exc}")
     window = _window(split, events)
-    print(
+    logger.info(
         f"trainer: {len(new_ts)} new events; training on {sum(map(len, split.train.values()))} events "
         f"before ts {cutoff}, holding out {window['events']} ({window['cases']} test cases)",
-        flush=True,
     )
 
     base = train_config or TrainConfig()
-    base = replace(base, max_seconds=config.max_train_seconds, k=K, cold_exposure=config.cold_exposure)
+    base = replace(base, max_seconds=config.max_train_seconds, k=CUTOFF, cold_exposure=config.cold_exposure)
     trained, init = _candidate(log, registry, serving, split, base, config, encode)
 
     if work_dir is not None:
@@ -270,12 +270,12 @@ def _run(
         )
         # Both models through their exported ONNX graphs, as the stream would score them.
         rank, items = artifact_ranker(staged)
-        cand_metrics = evaluate(rank, split, items, K)
+        cand_metrics = evaluate(rank, split, items, CUTOFF)
         serv_metrics = None
         if serving is not None:
             rank, items = artifact_ranker(registry.path(serving))
-            serv_metrics = evaluate(rank, split, items, K)
-        popularity = evaluate(popularity_ranker(split.train, trained.items), split, trained.items, K)
+            serv_metrics = evaluate(rank, split, items, CUTOFF)
+        popularity = evaluate(popularity_ranker(split.train, trained.items), split, trained.items, CUTOFF)
         metrics = {"window": {"candidate": cand_metrics, "serving": serv_metrics, "popularity": popularity}}
         write_contract(staged, replace(load_contract(staged), metrics=metrics))
         candidate = registry.publish(staged)
@@ -296,7 +296,7 @@ def _run(
         try:
             on_promote(candidate, events)
         except Exception as exc:  # noqa: BLE001 - the promotion stands; only its announcement failed
-            print(f"trainer: {candidate} is promoted, but the on_promote hook failed: {exc}", flush=True)
+            logger.warning(f"trainer: {candidate} is promoted, but the on_promote hook failed: {exc}")
     return result
 
 
@@ -327,10 +327,9 @@ def _candidate(
     if parent is None:
         why = "no serving version (bootstrap)" if serving is None else f"{serving} has no weights.pt"
         if serving is not None:
-            print(
+            logger.info(
                 f"trainer: {serving} carries no weights (exported before artifacts kept them): training from "
                 f"scratch for {config.epochs} epochs",
-                flush=True,
             )
         cfg = replace(base, epochs=config.epochs)
         trained = train_split(split, cfg, config.seed, catalog=log.items(), encode=encode)
@@ -344,10 +343,9 @@ def _candidate(
     grown, items, stats = grow_item_table(
         parent.model, parent.items, new_items, texts, counts, encode or encode_texts
     )
-    print(
+    logger.info(
         f"trainer: fine-tuning {serving} for {config.fine_tune_epochs} epochs; {len(new_items)} new items "
         f"({stats.from_text} rows from text, {stats.mean} mean rows)",
-        flush=True,
     )
     cfg = replace(base, epochs=config.fine_tune_epochs)
     trained = train_split(split, cfg, config.seed, init=(grown, items), scenario_names=parent.scenarios)
@@ -361,7 +359,7 @@ def _record(registry: Registry, result: TrainerResult) -> None:
         line += f" {result.candidate} (parent {result.serving})" if result.serving else f" {result.candidate}"
     if result.window and result.candidate:
         line += f" on {result.window['cases']} held-out cases"
-    print(f"{line}: {result.reason}", flush=True)
+    logger.info(f"{line}: {result.reason}")
     _append(registry.root / DECISION_LOG, result.to_json())
 
 
@@ -440,10 +438,9 @@ def run_forever(
     schedule = Schedule(config.interval_s, config.min_new_events, retry_s=config.check_interval_s)
     restore = _stop_on_sigterm()
     runs = 0
-    print(
+    logger.info(
         f"trainer: running every {config.interval_s:g} s or every {config.min_new_events} new records "
         f"(checked every {config.check_interval_s:g} s); Ctrl-C or SIGTERM stops",
-        flush=True,
     )
     try:
         while not stop.is_set():
@@ -452,7 +449,7 @@ def run_forever(
             why = schedule.due(now, end)
             if why is not None:
                 runs += 1
-                print(f"trainer: run {runs} ({why})", flush=True)
+                logger.info(f"trainer: run {runs} ({why})")
                 ok = True
                 try:
                     run_once(log, registry, config, **run_options)
@@ -462,7 +459,7 @@ def run_forever(
                 schedule.ran(now, end, ok)
             stop.wait(config.check_interval_s)
     except (KeyboardInterrupt, TrainerStopped):
-        print("trainer: stopped", flush=True)
+        logger.info("trainer: stopped")
     finally:
         restore()
         log.close()
@@ -473,18 +470,18 @@ def _end(log: EventLog) -> int | None:
     try:
         return log.end()
     except Exception as exc:  # noqa: BLE001 - Kafka away: the interval still triggers runs
-        print(f"trainer: cannot read the events topic's end offsets ({exc})", flush=True)
+        logger.warning(f"trainer: cannot read the events topic's end offsets ({exc})")
         return None
 
 
 def _failed(registry: Registry, config: TrainerConfig, exc: Exception) -> None:
     reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-    print(f"trainer: failed: {reason}", flush=True)
+    logger.error(f"trainer: failed: {reason}")
     record = {"ts": int(time.time() * 1000), "decision": "failed", "reason": reason, "metric": config.gate_metric}
     try:
         _append(registry.root / DECISION_LOG, json.dumps(record, separators=(",", ":")))
     except OSError as log_exc:
-        print(f"trainer: cannot write {DECISION_LOG}: {log_exc}", flush=True)
+        logger.error(f"trainer: cannot write {DECISION_LOG}: {log_exc}")
 
 
 def _stop_on_sigterm() -> Callable[[], None]:

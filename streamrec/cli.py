@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -522,9 +523,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Our packages log progress (training epochs, trainer decisions, exports) at INFO; other libraries' only warnings.
+OUR_LOGGERS = ("bench", "infra", "jobs", "model_export", "serving", "streamrec")
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log records to stderr as plain lines, ours from ``level``, other libraries' warnings only.
+
+    stdout stays the command's own output, so that ``--json`` output is parseable.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamrec`` console script."""
     args = build_parser().parse_args(argv)
+    configure_logging()
     try:
         settings = load_config(args.config)
         return int(args.func(settings, args) or 0)

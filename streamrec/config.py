@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The k of every Recall@k, NDCG@k and hit rate we report, offline and online.
+CUTOFF = 10
 
 
 class _Section(BaseModel):

@@ -40,6 +40,7 @@ import numpy as np
 import onnx
 
 from model_export.errors import ArtifactError
+from model_export.features import CONTEXT_INPUTS, INPUT_NAME
 
 FORMAT_VERSION = 1
 CONTRACT_FILE = "contract.json"
@@ -47,7 +48,6 @@ MODEL_FILE = "model.onnx"
 ITEMS_FILE = "items.json"
 EMBEDDINGS_FILE = "item_embeddings.npy"
 WEIGHTS_FILE = "weights.pt"
-INPUT_NAME = "item_seq"
 OUTPUT_NAME = "user_vector"
 BATCH_AXIS = "batch"
 # ONNX opset of every graph we write (the user tower, the text encoder, the scorer's item scoring):
@@ -328,10 +328,6 @@ def read_item_embeddings(artifact_dir: Path | str, contract: ModelContract) -> n
     return np.load(Path(artifact_dir) / contract.item_embeddings_file)
 
 
-# Context inputs of the user tower, aligned with ``item_seq`` (0 = padding in both).
-GAPS_INPUT = "time_gaps"
-SCENARIOS_INPUT = "scenarios"
-CONTEXT_INPUTS = (GAPS_INPUT, SCENARIOS_INPUT)  # in graph order, each optional
 TEXT_ENCODER_FILE = "text_encoder.onnx"
 TEXT_PROJECTION_FILE = "text_projection.npy"
 

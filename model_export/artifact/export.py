@@ -31,14 +31,12 @@ from model_export.artifact.contract import (
     CONTRACT_FILE,
     EMBEDDINGS_FILE,
     FORMAT_VERSION,
-    GAPS_INPUT,
     INPUT_NAME,
     ITEMS_FILE,
     MODEL_FILE,
     OPSET,
     OUTPUT_NAME,
     PARITY_TOLERANCE,
-    SCENARIOS_INPUT,
     TEXT_ENCODER_FILE,
     TEXT_PROJECTION_FILE,
     WEIGHTS_FILE,
@@ -51,8 +49,10 @@ from model_export.artifact.contract import (
     write_contract,
 )
 from model_export.errors import ArtifactError, ParityError
-from model_export.features import GAP_BUCKETS, left_pad
+from model_export.features import GAP_BUCKETS, GAPS_INPUT, SCENARIOS_INPUT, left_pad
 from model_export.model import PAD, ModelConfig, SASRec
+
+log = logging.getLogger(__name__)
 
 # Rows of the fixed parity batch (lengths from 1 to max_len, plus one all-padding row).
 PARITY_BATCH = 16
@@ -154,7 +154,7 @@ def check_parity(model: SASRec, onnx_path: Path, tolerance: float = PARITY_TOLER
             *(torch.from_numpy(feed[n]) if n in feed else None for n in CONTEXT_INPUTS),
         ).numpy()
     diff = float(np.abs(got - want).max())
-    print(f"  parity: max |onnxruntime - torch| = {diff:.2e} (tolerance {tolerance:.0e})", flush=True)
+    log.info(f"  parity: max |onnxruntime - torch| = {diff:.2e} (tolerance {tolerance:.0e})")
     if not diff <= tolerance:  # also catches NaN
         raise ParityError(diff, tolerance)
     return diff
@@ -246,7 +246,7 @@ def export_artifact(
     )
     write_contract(artifact_dir, contract)
     verify_artifact(artifact_dir)
-    print(f"  exported {artifact_dir} ({CONTRACT_FILE}: {model.n_items} items, d={model.cfg.d})", flush=True)
+    log.info(f"  exported {artifact_dir} ({CONTRACT_FILE}: {model.n_items} items, d={model.cfg.d})")
     return artifact_dir
 
 

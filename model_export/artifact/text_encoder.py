@@ -53,6 +53,8 @@ from model_export.artifact.contract import (
 from model_export.errors import ParityError, TextEncoderNotInstalledError
 from model_export.features import ENCODER_PACKAGE, MAX_TOKENS, TEXT_DIM
 
+log = logging.getLogger(__name__)
+
 # Everything that shapes the exported file. A change here, in the encoder package or in the exporter
 # (torch / transformers versions) gives a new cache key, hence a fresh export; bump "format" when the
 # export code changes in a way these fields do not show.
@@ -237,7 +239,7 @@ def export_text_encoder(path: Path | str) -> TextEncoderExport:
         Path(tmp).unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     size = path.stat().st_size
-    print(f"  exported text encoder {path} ({size / 1e6:.1f} MB) in {seconds:.1f}s", flush=True)
+    log.info(f"  exported text encoder {path} ({size / 1e6:.1f} MB) in {seconds:.1f}s")
     return TextEncoderExport(path, seconds, size, diff)
 
 
@@ -275,7 +277,7 @@ def check_text_parity(
     together = run(texts)  # (n, 384), padded to the longest
     alone = np.concatenate([run([t]) for t in texts])  # (n, 384), no padding
     diff = float(max(np.abs(together - want).max(), np.abs(alone - want).max()))
-    print(f"  text encoder parity: max |onnxruntime - torch| = {diff:.2e} (tolerance {tolerance:.0e})", flush=True)
+    log.info(f"  text encoder parity: max |onnxruntime - torch| = {diff:.2e} (tolerance {tolerance:.0e})")
     if not diff <= tolerance:  # also catches NaN
         raise ParityError(diff, tolerance)
     return diff

@@ -16,7 +16,7 @@ Ties in score rank by item row (as a stable sort would), so metrics are determin
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +45,10 @@ class History:
     scenarios: tuple[str, ...]
     now: int
     scenario: str = "default"
+
+
+# A ranker maps a batch of histories to scores (B, N + 1) over the rows of its item index.
+Ranker = Callable[[Sequence[History]], np.ndarray]
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from model_export.data.splits import History
-from model_export.evaluation.metrics import Ranker
+from model_export.data.splits import History, Ranker
 
 __all__ = ["ITEMKNN_NEIGHBOURS", "ITEMKNN_SHRINK", "itemknn_ranker", "popularity_ranker", "recent_popularity_ranker"]
 

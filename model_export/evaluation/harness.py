@@ -27,13 +27,14 @@ Progress goes to stdout (the CLI moves it to stderr with ``--json``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from model_export.data.datasets import Dataset, k_core, load_dataset
-from model_export.data.splits import PROTOCOLS, Split, hide_items, item_index, make_split, pick_cold_items
+from model_export.data.splits import PROTOCOLS, Ranker, Split, hide_items, item_index, make_split, pick_cold_items
 from model_export.evaluation.baselines import (
     ITEMKNN_NEIGHBOURS,
     ITEMKNN_SHRINK,
@@ -41,7 +42,10 @@ from model_export.evaluation.baselines import (
     popularity_ranker,
     recent_popularity_ranker,
 )
-from model_export.evaluation.metrics import Ranker, quality_metrics, rank_cases
+from model_export.evaluation.metrics import quality_metrics, rank_cases
+from streamrec.config import CUTOFF
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from model_export.train import TrainConfig, TrainedModel
@@ -66,7 +70,7 @@ class HarnessConfig:
     # Seeds the cold pick and every training.
     seed: int = 0
     # Cut-off of Recall, NDCG and coverage.
-    k: int = 10
+    k: int = CUTOFF
     # Held-out share of events (by time) of the ``time`` protocol.
     test_fraction: float = 0.2
     # Training epochs of the neural models (None: TrainConfig's default).
@@ -201,10 +205,9 @@ def _curve_logger(name: str, split: Split, data: EvalData, cfg: HarnessConfig) -
         snapshot.model.to("cpu")
         m = quality_metrics(rank_cases(snapshot.ranker(), split, data.index, cfg.k), split)
         snapshot.model.to(device)
-        print(
+        logger.info(
             f"  curve {name} epoch {snapshot.epochs_run}: recall@{cfg.k} {m[f'recall@{cfg.k}']:.4f}  "
             f"ndcg@{cfg.k} {m[f'ndcg@{cfg.k}']:.4f}",
-            flush=True,
         )
 
     return log
@@ -306,7 +309,7 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def table(rows: Sequence[Mapping[str, Any]], k: int = 10) -> list[str]:
+def table(rows: Sequence[Mapping[str, Any]], k: int = CUTOFF) -> list[str]:
     """Lines of a plain-text table of result rows (``dataset``, ``protocol``, ``model`` + a model's metrics)."""
     head = (
         f"{'dataset':8} {'protocol':16} {'model':24} {f'R@{k}':>7} {f'N@{k}':>7} {'MRR':>7} {f'cov@{k}':>7} "

@@ -7,7 +7,7 @@ deterministic. A target the training data never saw cannot be ranked and counts 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,8 @@ from typing import Any
 import numpy as np
 
 from model_export.data.datasets import DEFAULT_SCENARIO
-from model_export.data.splits import History, Split
-
-# A ranker maps a batch of histories to scores (B, N + 1) over the rows of its item index.
-Ranker = Callable[[Sequence[History]], np.ndarray]
+from model_export.data.splits import History, Ranker, Split
+from streamrec.config import CUTOFF
 
 
 class _Histories:
@@ -87,7 +85,7 @@ def _in_top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def rank_cases(
-    rank: Ranker, split: Split, items: Sequence[str], k: int = 10, batch_size: int = 512
+    rank: Ranker, split: Split, items: Sequence[str], k: int = CUTOFF, batch_size: int = 512
 ) -> CaseRanks:
     """Score every test case with full ranking and locate its target (the core of :func:`evaluate`).
 
@@ -139,7 +137,7 @@ def _ranking_metrics(ranks: np.ndarray, k: int) -> dict[str, float]:
 
 
 def evaluate(
-    rank: Ranker, split: Split, items: Sequence[str], k: int = 10, batch_size: int = 512
+    rank: Ranker, split: Split, items: Sequence[str], k: int = CUTOFF, batch_size: int = 512
 ) -> dict[str, float]:
     """Full-ranking metrics of a ranker on a split's held-out targets.
 
@@ -166,7 +164,7 @@ def evaluate_quality(
     rank: Ranker,
     split: Split,
     items: Sequence[str],
-    k: int = 10,
+    k: int = CUTOFF,
     batch_size: int = 512,
     cold: Collection[str] = (),
 ) -> dict[str, Any]:

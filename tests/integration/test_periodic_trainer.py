@@ -85,7 +85,7 @@ def test_bootstrap_through_the_cli_promotes_and_announces_the_first_version(make
 
     ran = cli(config, "trainer", "--once")
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert "trainer: promoted v0001 on" in ran.stdout and "(bootstrap)" in ran.stdout
+    assert "trainer: promoted v0001 on" in ran.stderr and "(bootstrap)" in ran.stderr  # the trainer logs
 
     registry = Registry(settings.path(settings.models.registry_dir))
     assert registry.current() == "v0001"

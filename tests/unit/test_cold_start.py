@@ -287,7 +287,10 @@ def test_calibration_items_keep_their_id_rows_but_their_text_trains_no_projectio
 
 
 def test_calibration_items_are_a_stable_few_of_the_trained_items_with_text() -> None:
-    from model_export.train import CALIBRATION_ITEM_SHARE, calibration_items
+    from model_export.calibration import calibration_items
+    from model_export.train import TrainConfig
+
+    share = TrainConfig().calibration_item_share
 
     items = [f"movie-{n}" for n in range(4000)]
     trained = np.ones(4001, dtype=bool)
@@ -295,28 +298,32 @@ def test_calibration_items_are_a_stable_few_of_the_trained_items_with_text() -> 
     trained[1:400] = False  # no training events: cold items are never calibration items
     has_text = trained.copy()
     has_text[400:800] = False  # no text: no text-only row to calibrate
-    probe = calibration_items(items, trained, has_text)
+    probe = calibration_items(items, trained, has_text, share)
     assert not probe[:800].any()
-    assert abs(probe.sum() / 3200 - CALIBRATION_ITEM_SHARE) < 0.015
+    assert abs(probe.sum() / 3200 - share) < 0.015
     # chosen by item id, not position or seed: a warm start with a longer index keeps the same ones
-    grown = calibration_items(["new-item", *items], np.r_[True, trained], np.r_[True, has_text])
+    grown = calibration_items(["new-item", *items], np.r_[True, trained], np.r_[True, has_text], share)
     assert [items[r - 1] for r in np.flatnonzero(probe)] == [
         items[r - 2] for r in np.flatnonzero(grown) if r > 1 and items[r - 2] != "new-item"
     ]
-    tiny = calibration_items(["a", "b", "c"], np.array([False, True, True, False]), np.ones(4, dtype=bool))
+    tiny = calibration_items(["a", "b", "c"], np.array([False, True, True, False]), np.ones(4, dtype=bool), share)
     assert tiny.sum() == 1 and not tiny[3]  # at least one, among the trained ones
 
 
 def test_calibration_pairs_are_the_newest_calibration_target_of_each_window() -> None:
-    from model_export.train import calibration_positions, user_vectors_at
+    from model_export.calibration import calibration_positions, user_vectors_at
+    from model_export.train import TrainConfig
+
+    cfg = TrainConfig()
+    limits = (cfg.calibration_pairs, cfg.calibration_holdout)
 
     x = np.array([[0, 1, 2, 3], [2, 3, 4, 5], [1, 2, 1, 2], [0, 4, 3, 2]])
     y = np.array([[1, 2, 3, 4], [3, 4, 3, 1], [2, 1, 2, 1], [4, 3, 2, 3]])
     probe = np.array([False, False, False, True, False, False, False])  # item 3
-    at = calibration_positions(y, probe, np.random.default_rng(0))
+    at = calibration_positions(y, probe, np.random.default_rng(0), *limits)
     # 5 events of item 3, a quarter of them held out: one pair, at a window's newest such position
     assert len(at) == 1 and tuple(at[0]) in {(0, 2), (1, 2), (3, 3)}
-    everywhere = calibration_positions(np.tile(y, (8, 1)), probe, np.random.default_rng(0))
+    everywhere = calibration_positions(np.tile(y, (8, 1)), probe, np.random.default_rng(0), *limits)
     assert len(everywhere) == 10 and len(set(everywhere[:, 0])) == 10  # one per window
     assert all(int(np.tile(y, (8, 1))[w, p]) == 3 for w, p in everywhere)
 

@@ -1,6 +1,7 @@
 """The quality harness: k-core, coverage, the cold run, ``streamrec eval --json`` and the ML-1M reference."""
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -227,14 +228,16 @@ def test_run_options_reach_both_neural_models() -> None:
     assert default.model.max_len == 50 and default.batch_size == 128 and default.cold_exposure == 1.0
 
 
-def test_the_learning_curve_is_logged_every_n_epochs(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_learning_curve_is_logged_every_n_epochs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="model_export")
     seqs = {f"u{n}": [f"i{(n + t) % 12:02d}" for t in range(8)] for n in range(20)}
     events = events_of(seqs)
     data = EvalData("tiny", events, item_index({"": [e["item_id"] for e in events]}), {}, 1)
     cfg = HarnessConfig(core=1, cold_fraction=0.0, epochs=4, curve_every=2, max_len=6, batch_size=8)
     for name in ("sasrec-id", "streamrec"):  # streamrec: with its time-gap and scenario inputs
         out = evaluate_models(data, "loo", [name], cfg)
-        lines = [line for line in capsys.readouterr().out.splitlines() if "curve" in line]
+        lines = [r.getMessage() for r in caplog.records if "curve" in r.getMessage()]
+        caplog.clear()
         assert [line.split("epoch ")[1].split(":")[0] for line in lines] == ["2", "4"]
         # the curve's last point is the model the harness then measures: the same ranking
         m = out["models"][name]

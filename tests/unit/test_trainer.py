@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -296,8 +297,9 @@ def test_a_corrupt_serving_version_fails_the_run_clearly(runs: tuple, tmp_path: 
 
 
 def test_a_serving_version_without_weights_is_followed_by_a_model_from_scratch(
-    runs: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    runs: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="model_export")
     registry, _, _, log = runs
     old = copy(registry.path("v0001"), tmp_path / "old")  # as `streamrec train` exported before weights.pt
     (old / WEIGHTS_FILE).unlink()
@@ -318,7 +320,7 @@ def test_a_serving_version_without_weights_is_followed_by_a_model_from_scratch(
 
     assert result.candidate == "v0002" and not result.warm_start
     assert result.init == {"from": None, "reason": "v0001 has no weights.pt"}
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "v0001 carries no weights" in out
     # a failing promote hook leaves the promotion, and its decision line, in place
     assert result.decision == "promoted" and reg.current() == "v0002"
