@@ -35,7 +35,8 @@ $(JARS)/.complete: infra/maven/kafka-pom.xml infra/jars.py | $(VENV)/.deps-insta
 	$(PY) -c "from pathlib import Path; from infra.jars import fetch; fetch(Path('$(JARS)'))"
 	@touch $@
 
-test: setup
+# Lint first: a broken folder rule or type error fails in seconds, before the services start.
+test: lint
 	$(PY) -m pytest tests
 
 test-unit: setup
@@ -52,9 +53,11 @@ demo: setup
 demo-loop: setup
 	$(VENV)/bin/streamrec demo --loop
 
+# ruff (style), mypy (types), import-linter (the folder rules and no import cycles: pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean-stack:
 	-$(VENV)/bin/streamrec down

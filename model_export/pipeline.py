@@ -36,16 +36,16 @@ def evaluate_split(
     """Train on a split's training data and measure the model and the popularity baseline on it.
 
     Returns:
-        The model, and ``{"sasrec": metrics, "popularity": metrics, "cutoff_ts": ..., "train_seconds": ...}``.
+        The model, and ``{"streamrec": metrics, "popularity": metrics, "cutoff_ts": ..., "train_seconds": ...}``.
     """
     trained = train_split(split, config, seed, catalog=catalog)
     results: dict[str, Any] = {
-        "sasrec": evaluate(trained.ranker(), split, trained.items, config.k),
+        "streamrec": evaluate(trained.ranker(), split, trained.items, config.k),
         "popularity": evaluate(popularity_ranker(split.train, trained.items), split, trained.items, config.k),
         "cutoff_ts": split.cutoff_ts,
         "train_seconds": round(trained.train_seconds, 1),
     }
-    for name in ("sasrec", "popularity"):
+    for name in ("streamrec", "popularity"):
         m = results[name]
         log.info(
             f"  {split.protocol:>4} {name:<10} recall@{config.k} {m[f'recall@{config.k}']:.4f}  "

@@ -94,8 +94,10 @@ def make_settings(
 
 
 # The reliability tests' figures (scenario, events sent / applied / dead-lettered, recovery time): printed at the
-# end of the run and kept in .streamrec/reliability.json (git-ignored), one row per scenario, the latest run's.
-RELIABILITY_JSON = PROJECT_ROOT / ".streamrec" / "reliability.json"
+# end of the run and kept in .streamrec/reliability.json (git-ignored; $STREAMREC_RELIABILITY_JSON elsewhere, as
+# `python -m bench.reliability` sets it), one row per scenario, the latest run's.
+_DEFAULT_RELIABILITY_JSON = PROJECT_ROOT / ".streamrec" / "reliability.json"
+RELIABILITY_JSON = Path(os.environ.get("STREAMREC_RELIABILITY_JSON") or _DEFAULT_RELIABILITY_JSON)
 _reliability_rows: list[dict] = []
 
 

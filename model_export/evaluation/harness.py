@@ -80,8 +80,8 @@ class HarnessConfig:
     # "cuda" trains on a GPU when torch sees one.
     device: str = "cpu"
     # Recent items the neural models read, and windows per training batch (None: the configs' defaults).
-    # ML-1M's histories are long (median 96 events): SASRec reads 200 there; fewer windows per batch
-    # keep the number of targets per step, and so the optimisation, like that at 50.
+    # Long histories (ML-1M) are read at 200 items in the SASRec papers; fewer windows per batch then keep
+    # the number of targets per step, and so the optimisation, like that at 50.
     max_len: int | None = None
     batch_size: int | None = None
     # Log the test metrics of the neural models every this many epochs (0: never): a learning curve

@@ -183,7 +183,7 @@ def test_trainer_section_defaults_and_overrides(tmp_path: Path) -> None:
 
 def test_train_cli_passes_the_catalog_and_the_history_length(monkeypatch) -> None:
     """`streamrec train --dataset`: the data set's items feed the text tower; --max-len and --cold-exposure reach it."""
-    import model_export.train as train_module
+    import model_export.pipeline as pipeline_module
     from streamrec.cli import main
 
     seen = {}
@@ -195,7 +195,7 @@ def test_train_cli_passes_the_catalog_and_the_history_length(monkeypatch) -> Non
         seen.update(n=len(events), max_len=config.model.max_len, exposure=config.cold_exposure, catalog=catalog)
         raise Stop
 
-    monkeypatch.setattr(train_module, "train_and_export_events", spy)
+    monkeypatch.setattr(pipeline_module, "train_and_export_events", spy)
     with pytest.raises(Stop):
         main(["train", "--dataset", "ml-100k", "--max-events", "500", "--max-len", "20", "--cold-exposure", "0.5"])
     assert seen["n"] == 500 and seen["max_len"] == 20 and seen["exposure"] == 0.5

@@ -56,8 +56,8 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_model_learns_the_walk_and_beats_popularity(artifact: Path) -> None:
     metrics = load_contract(artifact).metrics
     for protocol in ("loo", "time"):
-        assert metrics[protocol]["sasrec"]["recall@10"] > metrics[protocol]["popularity"]["recall@10"]
-    assert metrics["loo"]["sasrec"]["recall@10"] > 0.9
+        assert metrics[protocol]["streamrec"]["recall@10"] > metrics[protocol]["popularity"]["recall@10"]
+    assert metrics["loo"]["streamrec"]["recall@10"] > 0.9
 
 
 def test_padding_rows_give_finite_outputs() -> None:
@@ -150,7 +150,7 @@ def test_verify_refuses_a_corrupted_file(artifact: Path, tmp_path: Path) -> None
         ("max_len", 0, "max_len"),
         ("format_version", 99, "format_version"),
         ("inputs", [{"name": "x", "dtype": "int64", "shape": ["batch", 8]}], "inputs"),
-        ("metrics", {"loo": {"sasrec": {"recall@10": float("nan")}}}, "non-finite"),
+        ("metrics", {"loo": {"streamrec": {"recall@10": float("nan")}}}, "non-finite"),
         ("surprise", 1, "unknown"),
     ],
 )

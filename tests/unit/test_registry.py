@@ -17,7 +17,7 @@ from model_export.model import ModelConfig, SASRec
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = SASRec(5, ModelConfig(max_len=4, d=8, n_blocks=1)).eval()
     out = tmp_path_factory.mktemp("art") / "a"
-    metrics = {"loo": {"sasrec": {"recall@10": 0.5}}}
+    metrics = {"loo": {"streamrec": {"recall@10": 0.5}}}
     return export_artifact(
         model, list("abcde"), out, version="walk-1", metrics=metrics, train_data={"min_ts": 1, "max_ts": 2}
     )
@@ -39,7 +39,7 @@ def test_publish_list_promote_rollback(artifact: Path, tmp_path: Path) -> None:
     listed = reg.list_versions()
     assert [v["version"] for v in listed] == ["v0001", "v0002", "v0003"]
     assert set(listed[0]) == {"version", "path", "parent", "metrics", "promoted"}
-    assert listed[0]["metrics"]["loo"]["sasrec"]["recall@10"] == 0.5 and not any(
+    assert listed[0]["metrics"]["loo"]["streamrec"]["recall@10"] == 0.5 and not any(
         v["promoted"] for v in listed
     )
 
