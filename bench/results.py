@@ -7,6 +7,7 @@ code and the command that wrote it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -14,11 +15,12 @@ import platform
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streamrec.cli import configure_logging
 from streamrec.config import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
@@ -77,3 +79,19 @@ def human_output(as_json: bool) -> Iterator[None]:
         return
     with contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+def run_benchmark(
+    name: str,
+    parser: argparse.ArgumentParser,
+    measure: Callable[[argparse.Namespace], dict[str, Any]],
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The ``main`` of a benchmark: parse ``--json`` and its options, measure, publish ``bench/results/NAME.json``."""
+    parser.add_argument("--json", action="store_true", help="print the JSON to stdout (the tables go to stderr)")
+    args = parser.parse_args(argv)
+    configure_logging()
+    with human_output(args.json):
+        result = measure(args)
+    publish(name, result, as_json=args.json)
+    return result

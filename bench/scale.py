@@ -44,11 +44,10 @@ from typing import Any
 import numpy as np
 
 from bench.audit import AuditLog
-from bench.results import human_output, publish
+from bench.results import run_benchmark
 from infra import stack
 from jobs import launcher
 from serving.store import UserView, connect, encode_recommendations, key
-from streamrec.cli import configure_logging
 from streamrec.config import JobConfig, Settings, dump_config, load_config
 
 History = list[tuple[str, int, float]]  # (item_id, ts, rating) in event-time order
@@ -417,13 +416,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="1k and 10k users only")
     p.add_argument("--divisor", type=int, default=30, help="real ML-100k history lengths are divided by this")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds the job may take per step")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    configure_logging()
-    with human_output(args.json):
-        result = measure(args)
-    publish("scale", result, as_json=args.json)
-    return result
+    return run_benchmark("scale", p, measure, argv)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:

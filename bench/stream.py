@@ -48,11 +48,10 @@ from typing import Any
 import numpy as np
 
 from bench.audit import AuditLog
-from bench.results import human_output, publish
+from bench.results import run_benchmark
 from infra import stack
 from jobs import launcher
 from serving.store import connect, key
-from streamrec.cli import configure_logging
 from streamrec.config import Settings, dump_config, load_config
 
 RATES_EVENTS_TOPIC = "bench.events"
@@ -561,13 +560,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to wait for a phase to drain")
     p.add_argument("--profile", action="store_true",
                    help="one more fixed-rate phase at 2x saturation, sampled (per-thread CPU, jstack, py-spy)")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    configure_logging()
-    with human_output(args.json):
-        result = measure(args)
-    publish("stream", result, as_json=args.json)
-    return result
+    return run_benchmark("stream", p, measure, argv)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:

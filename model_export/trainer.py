@@ -244,6 +244,48 @@ def _run(
     base = replace(base, max_seconds=config.max_train_seconds, k=CUTOFF, cold_exposure=config.cold_exposure)
     trained, init = _candidate(log, registry, serving, split, base, config, encode)
 
+    candidate, cand_metrics, serv_metrics = _register_candidate(
+        trained, init, split, window, registry, serving, config, source, work_dir
+    )
+    promote, comparison = gate(cand_metrics, serv_metrics, metric, config.gate_min_delta)
+    evidence = {
+        "candidate": candidate,
+        "candidate_metrics": cand_metrics,
+        "serving_metrics": serv_metrics,
+        "window": window,
+        "init": init,
+    }
+    if not promote:
+        return done("refused", f"{comparison}; {serving} stays in service", **evidence)
+    registry.promote(candidate)
+    result = done("promoted", comparison, **evidence)
+    if on_promote is not None:
+        try:
+            on_promote(candidate, events)
+        except Exception as exc:  # noqa: BLE001 - the promotion stands; only its announcement failed
+            logger.warning(f"trainer: {candidate} is promoted, but the on_promote hook failed: {exc}")
+    return result
+
+
+def _register_candidate(
+    trained: TrainedModel,
+    init: dict[str, Any],
+    split: Split,
+    window: dict[str, Any],
+    registry: Registry,
+    serving: str | None,
+    config: TrainerConfig,
+    source: str,
+    work_dir: Path | None,
+) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """Export the candidate, measure it and the serving model on the held-out window, register it.
+
+    Both models are measured through their exported ONNX graphs, as the stream would score them, and the
+    window's metrics go into the candidate's contract before it enters the registry.
+
+    Returns:
+        The candidate's version, its metrics and the serving model's (None without a serving model).
+    """
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="trainer-") as tmp:
@@ -268,7 +310,6 @@ def _run(
             hyper_parameters=hyper,
             scenarios=trained.scenarios,
         )
-        # Both models through their exported ONNX graphs, as the stream would score them.
         rank, items = artifact_ranker(staged)
         cand_metrics = evaluate(rank, split, items, CUTOFF)
         serv_metrics = None
@@ -280,24 +321,7 @@ def _run(
         write_contract(staged, replace(load_contract(staged), metrics=metrics))
         candidate = registry.publish(staged)
 
-    promote, comparison = gate(cand_metrics, serv_metrics, metric, config.gate_min_delta)
-    evidence = {
-        "candidate": candidate,
-        "candidate_metrics": cand_metrics,
-        "serving_metrics": serv_metrics,
-        "window": window,
-        "init": init,
-    }
-    if not promote:
-        return done("refused", f"{comparison}; {serving} stays in service", **evidence)
-    registry.promote(candidate)
-    result = done("promoted", comparison, **evidence)
-    if on_promote is not None:
-        try:
-            on_promote(candidate, events)
-        except Exception as exc:  # noqa: BLE001 - the promotion stands; only its announcement failed
-            logger.warning(f"trainer: {candidate} is promoted, but the on_promote hook failed: {exc}")
-    return result
+    return candidate, cand_metrics, serv_metrics
 
 
 def _window(split: Split, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
