@@ -56,9 +56,10 @@ import torch
 
 from bench.results import publish, result_path
 from model_export.artifact.export import export_artifact
-from model_export.features import left_pad
+from model_export.features import CONTEXT_INPUTS, INPUT_NAME, tower_inputs
 from model_export.model import PAD, ModelConfig, SASRec
-from serving.scorer import CUDA, Scorer
+from serving.onnx_session import CUDA
+from serving.scorer import Scorer
 from streamrec.cli import configure_logging
 from streamrec.config import load_config
 
@@ -96,9 +97,13 @@ class EagerScorer:
 
     def user_vectors(self, histories: Sequence[Sequence[str]]) -> tuple[torch.Tensor, list[list[int]]]:
         rows = [[self.row[i] for i in h if i in self.row] for h in histories]
-        seq = torch.from_numpy(left_pad(rows, self.max_len, PAD)).to(self.device)  # (B, L)
+        # The feed the ONNX scorer builds for histories without times or scenarios: "no earlier event"
+        # gaps and unknown scenarios, so that both engines compute the same user vectors.
+        none = [None] * len(rows)
+        feed = tower_inputs(rows, none, none, self.max_len, {}, [INPUT_NAME, *CONTEXT_INPUTS])
+        seq, gaps, scen = (torch.from_numpy(feed[n]).to(self.device) for n in (INPUT_NAME, *CONTEXT_INPUTS))
         with torch.inference_mode():
-            vec = self.model.user_vector(seq)  # (B, d)
+            vec = self.model.user_vector(seq, gaps, scen)  # (B, d)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return vec, rows
