@@ -107,8 +107,8 @@ class SyntheticUsers:
 
 def build_state(user: str, history: History, cfg: JobConfig, facets: dict[str, tuple[str, ...]]) -> Any:
     """The user's UserState after the job's apply_event of each event (with the catalog's facets)."""
-    from jobs.events import Event
-    from jobs.interest import UserState, apply_event
+    from jobs.state import UserState, apply_event
+    from streamrec.events import Event
 
     state = UserState(user)
     for item, ts, value in history:
@@ -284,7 +284,7 @@ def checkpoint_after(s: Settings, after_ms: int, timeout: float = 120.0) -> dict
         if later:
             n = later[0]
             disk = None
-            for chk in (s.run_dir / "checkpoints").glob(f"*/chk-{n}"):
+            for chk in s.run_path(s.flink.checkpoint_dir).glob(f"*/chk-{n}"):
                 disk = sum(f.stat().st_size for f in chk.rglob("*") if f.is_file())
             return {"checkpoint": n, "bytes": completed[n][0], "duration_ms": completed[n][1], "disk_bytes": disk}
         time.sleep(0.2)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import math
 import multiprocessing as mp
 import os
 import re
@@ -51,7 +52,7 @@ from bench.audit import AuditLog
 from bench.results import run_benchmark
 from infra import stack
 from jobs import launcher
-from serving.store import connect, key
+from serving.store import connect, key, wait_for_events
 from streamrec.config import Settings, dump_config, load_config
 
 RATES_EVENTS_TOPIC = "bench.events"
@@ -242,26 +243,24 @@ def run_variant(
     r = connect(v.redis.url)
     r.flushdb()
     config = dump_config(v, run_dir / f"{name}.yaml")
-    users = list(want)
     total = sum(want.values())
     launcher.start(v, str(config), say=quiet, timeout=300, resume=False)
     try:
-        first = None
-        while True:
-            pipe = r.pipeline(transaction=False)
-            for u in users:
-                pipe.hget(key("user", u), "events")
-            done = sum(min(int(x or 0), want[u]) for u, x in zip(users, pipe.execute(), strict=True))
-            now = time.monotonic()
-            if done and first is None and (not item_keys or r.exists(*item_keys) == len(item_keys)):
-                first, first_done = now, done
-            if done == total:
-                break
-            time.sleep(0.05)
+        first: tuple[float, int] | None = None  # (when, events applied) at the first poll that counts
+        now, done = 0.0, 0
+
+        def polled(applied: int) -> None:
+            nonlocal first, now, done
+            now, done = time.monotonic(), applied
+            if applied and first is None and (not item_keys or r.exists(*item_keys) == len(item_keys)):
+                first = now, applied
+
+        wait_for_events(r, want, math.inf, 0.05, on_poll=polled)
         if first is None:  # everything applied before the catalog was: too few events to time
-            first, first_done = now, done
-        seconds = max(now - first, 1e-9)
-        recs = sum(1 for u in users if r.exists(key("rec", u)))
+            first = now, done
+        first_at, first_done = first
+        seconds = max(now - first_at, 1e-9)
+        recs = sum(1 for u in want if r.exists(key("rec", u)))
         return {"variant": name, "mode": mode, "scoring": scoring, "events": total - first_done,
                 "seconds": round(seconds, 2), "events_per_s": round((total - first_done) / seconds),
                 "users_with_recs": recs}

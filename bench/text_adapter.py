@@ -63,12 +63,13 @@ from model_export.cold_start import MAX_FIT_ITEMS, ridge_predict
 from model_export.data.datasets import dataset_dir, load_dataset
 from model_export.data.splits import make_split
 from model_export.evaluation.metrics import evaluate
-from model_export.features import TEXT_DIM, encoder_dir, item_text
+from model_export.features import TEXT_DIM, encoder_dir
 from model_export.model import PAD, SASRec
 from model_export.text_embedding import text_encoder
 from model_export.train import TrainConfig, TrainedModel, train
 from serving.text_encoder import TextEncoder, load_tokenizer
 from streamrec.cli import configure_logging
+from streamrec.events import item_text
 
 HEADS = ("linear", "mlp")
 K = 10

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -126,6 +126,21 @@ def wait_until(name: str, what: str, ready: object, pid: int, log: Path, timeout
             pass
         time.sleep(0.2)
     raise StartTimeoutError(name, what, timeout, log)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, every: float = 0.5) -> float:
+    """Poll ``check()`` every ``every`` seconds until it is true; returns the seconds it took.
+
+    Raises:
+        TimeoutError: ``check()`` was not true within ``timeout`` seconds (the message names ``what``).
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(every)
+    msg = f"timed out after {timeout:.0f}s waiting for {what}"
+    raise TimeoutError(msg)
 
 
 def stop_pid(pid: int | None, timeout: float = 20.0) -> bool:

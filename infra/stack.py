@@ -14,7 +14,7 @@ from infra.flink_cluster import FlinkCluster
 from infra.kafka_broker import KafkaBroker, ensure_topics
 from infra.process import ServiceError, pid_alive
 from infra.redis_server import AclUser, RedisServer
-from streamrec.config import Settings
+from streamrec.config import Settings, secret_value
 
 
 def _state_file(settings: Settings) -> Path:
@@ -75,7 +75,7 @@ def _scram(settings: Settings) -> dict[str, Any]:
 def redis_server(settings: Settings, users: list[AclUser] | None = None) -> RedisServer:
     """The Redis `up` starts (with ``users``: least-privilege ACL users beside the admin)."""
     s = settings.stack
-    password = s.redis_password.get_secret_value() if s.redis_password else None
+    password = secret_value(s.redis_password)
     return RedisServer(home=settings.run_dir / "redis", port=s.redis_port, password=password, users=users or [])
 
 

@@ -13,12 +13,11 @@ from pyflink.common import Types
 from pyflink.datastream import ProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
-from jobs.errors import InvalidRecordError
-from jobs.events import dead_letter, parse_item
 from jobs.kafka_io import DLQ_TAG
 from jobs.redis_io import StreamRedis
 from serving.store import item_hash, key
 from streamrec.config import Settings
+from streamrec.events import InvalidRecordError, dead_letter, parse_item
 
 # item id -> categories, broadcast to the interest stage (checkpointed with it).
 CATALOG = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE_ARRAY())

@@ -14,9 +14,8 @@ object), and all slow work (scoring, Redis) happens in :mod:`jobs.writer`, batch
 from __future__ import annotations
 
 import argparse
-import bisect
 from collections.abc import Iterator
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Duration, Types, WatermarkStrategy
@@ -31,111 +30,16 @@ from pyflink.datastream import (
 from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs.catalog import CATALOG, CATALOG_IDS, PublishItems
-from jobs.errors import InvalidRecordError
-from jobs.events import FORGET, Event, Item, dead_letter, parse_event
 from jobs.kafka_io import DLQ_TAG, KAFKA_BYTES
+
+# States pickled before jobs.state existed (checkpoints, savepoints) name this module's UserState: the name
+# is bound here, so they restore.
+from jobs.state import UserState, apply_event, forgotten
+from jobs.writer import RecommendationWriter, shard_of
 from streamrec.config import JobConfig, Settings
+from streamrec.events import FORGET, Event, InvalidRecordError, Item, dead_letter, parse_event
 
-# How much one action says about interest; a rating's weight is its value relative to the scale's middle.
-TYPE_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "skip": -1.0}
-RATING_MIDPOINT = 2.5
-MS_PER_HOUR = 3_600_000
 JOB_NAME = "streamrec-interest"
-DEFAULT_SCENARIO = "default"  # of events without one (model_export.data.datasets.DEFAULT_SCENARIO)
-
-
-@dataclass(slots=True)
-class UserState:
-    """A user's interest state, stored as one pickled value (one state access per event)."""
-
-    user_id: str
-    events: int = 0
-    last_ts: int = 0
-    # (ts, item_id, scenario), in event-time order, the last `recent_items` only.
-    recent: list[tuple[int, str, str]] = field(default_factory=list)
-    # Every item the user interacted with (insertion-ordered, capped): never recommended back.
-    seen: dict[str, None] = field(default_factory=dict)
-    # Time-decayed interest per facet ("scenario:web", "category:Drama"), valid at `interests_ts`.
-    interests: dict[str, float] = field(default_factory=dict)
-    interests_ts: int = 0
-    # (item_id, scenario) of the event just applied (None for a skip): the writer scores it against the
-    # recommendations the user had then (the online hit rate).
-    last_action: tuple[str, str] | None = None
-
-    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        # A slots object pickles as (None, {field: value}); a state pickled before a field was added
-        # (an older checkpoint or savepoint) gets that field's default.
-        values = state[1]
-        for f in fields(self):
-            if f.name in values:
-                value = values[f.name]
-            else:
-                value = f.default_factory() if f.default_factory is not MISSING else f.default
-            setattr(self, f.name, value)
-        # Entries before the scenario was kept were (ts, item_id).
-        self.recent = [e if len(e) == 3 else (e[0], e[1], DEFAULT_SCENARIO) for e in self.recent]
-
-    def recent_items(self) -> list[str]:
-        """Item ids, oldest first."""
-        return [e[1] for e in self.recent]
-
-    def recent_times(self) -> list[int]:
-        """Event times of :meth:`recent_items` (epoch ms)."""
-        return [e[0] for e in self.recent]
-
-    def recent_scenarios(self) -> list[str]:
-        """Scenarios of :meth:`recent_items`."""
-        return [e[2] for e in self.recent]
-
-    def top_interests(self, n: int) -> dict[str, float]:
-        """The n strongest facets (by magnitude: a negative weight is a dislike), strongest first."""
-        return dict(sorted(self.interests.items(), key=lambda kv: -abs(kv[1]))[:n])
-
-
-def forgotten(user_id: str) -> UserState:
-    """The tombstone the job emits for a ``forget`` record: ``events == 0``, which no applied event leaves."""
-    return UserState(user_id)
-
-
-def is_forgotten(state: UserState) -> bool:
-    """Whether ``state`` is the tombstone of a forgotten user (see :func:`forgotten`)."""
-    return state.events == 0
-
-
-def event_weight(ev: Event) -> float:
-    """The interest signal of one event."""
-    if ev.type == "rating":
-        return (ev.value if ev.value is not None else RATING_MIDPOINT) - RATING_MIDPOINT
-    return TYPE_WEIGHT[ev.type]
-
-
-def apply_event(state: UserState, ev: Event, cfg: JobConfig, facets: tuple[str, ...] = ()) -> None:
-    """Apply one event to the state, in place. Out-of-order events land at their event-time position."""
-    state.events += 1
-    state.last_ts = max(state.last_ts, ev.ts)
-    state.last_action = None if ev.type == "skip" else (ev.item_id, ev.scenario or DEFAULT_SCENARIO)
-    if ev.type != "skip":
-        entry = (ev.ts, ev.item_id, ev.scenario or DEFAULT_SCENARIO)
-        if not state.recent or ev.ts >= state.recent[-1][0]:
-            state.recent.append(entry)
-        else:
-            bisect.insort_right(state.recent, entry, key=lambda e: e[0])
-        del state.recent[: max(0, len(state.recent) - cfg.recent_items)]
-        state.seen.pop(ev.item_id, None)
-        state.seen[ev.item_id] = None
-        overflow = len(state.seen) - cfg.max_seen_items
-        for old in list(state.seen)[: max(0, overflow)]:
-            del state.seen[old]
-    half_life_ms = cfg.interest_half_life_hours * MS_PER_HOUR
-    weight = event_weight(ev)
-    if ev.ts >= state.interests_ts:
-        decay = 0.5 ** ((ev.ts - state.interests_ts) / half_life_ms)
-        state.interests = {k: v * decay for k, v in state.interests.items() if abs(v * decay) > 1e-6}
-        state.interests_ts = ev.ts
-    else:  # a late event counts as much as it would have decayed to by now
-        weight *= 0.5 ** ((state.interests_ts - ev.ts) / half_life_ms)
-    for facet in (f"scenario:{ev.scenario or DEFAULT_SCENARIO}", *facets):
-        state.interests[facet] = state.interests.get(facet, 0.0) + weight
 
 
 class ParseEvents(ProcessFunction):
@@ -220,8 +124,6 @@ def build_interest_job(
     ``writes`` carries one JSON record (bytes) per user written to Redis (the audit stream), and
     ``dead_letters`` the dead-letter records of both inputs; :func:`main` sends both to Kafka, tests collect them.
     """
-    from jobs.writer import RecommendationWriter, shard_of
-
     cfg = settings.job
     parsed = (
         source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars))
@@ -278,8 +180,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy's: state objects must pickle as
-    # jobs.interest.UserState, which the workers can import (`flink run -py jobs/interest.py`).
+    # Run the imported module's main, not this __main__ copy's: the job's functions must pickle as
+    # jobs.interest objects, which the workers can import (`flink run -py jobs/interest.py`).
     from jobs.interest import main as imported_main
 
     imported_main()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from pyflink.common import Configuration, Types
 from pyflink.common.serialization import ByteArraySchema
@@ -20,7 +19,7 @@ from pyflink.datastream.connectors.kafka import (
 
 from infra.flink_cluster import python_path
 from infra.jars import flink_connector_jar
-from streamrec.config import Settings
+from streamrec.config import Settings, kafka_client_options
 
 # Records bound for Kafka are raw bytes on the Java side (ByteArraySchema), not pickled Python objects.
 KAFKA_BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
@@ -32,14 +31,19 @@ TRANSACTION_TIMEOUT_MS = "600000"
 
 
 def client_properties(settings: Settings) -> dict[str, str]:
-    """Kafka client properties shared by sources and sinks (security included)."""
-    k = settings.kafka
-    props: dict[str, str] = {"security.protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        user = k.sasl_username or ""
-        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
-        module = "plain.PlainLoginModule" if k.sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
-        props["sasl.mechanism"] = k.sasl_mechanism
+    """Kafka client properties shared by sources and sinks (security included).
+
+    The Java form of :func:`streamrec.config.kafka_client_options`, with the login module shaded into the
+    Flink connector.
+    """
+    options = kafka_client_options(settings.kafka)
+    props: dict[str, str] = {"security.protocol": options["security_protocol"]}
+    if "sasl_mechanism" in options:
+        mechanism = options["sasl_mechanism"]
+        user = options["sasl_plain_username"] or ""
+        password = options["sasl_plain_password"] or ""
+        module = "plain.PlainLoginModule" if mechanism == "PLAIN" else "scram.ScramLoginModule"
+        props["sasl.mechanism"] = mechanism
         props["sasl.jaas.config"] = (
             f"org.apache.flink.kafka.shaded.org.apache.kafka.common.security.{module} required "
             f'username="{user}" password="{password}";'
@@ -88,9 +92,7 @@ def make_env(settings: Settings) -> StreamExecutionEnvironment:
     # Read by the MiniCluster JVM the gateway starts below (and by its embedded interpreters).
     os.environ["PYTHONPATH"] = python_path()
     f = settings.flink
-    checkpoints = (
-        settings.path(f.checkpoint_dir) if f.checkpoint_dir.startswith("/") else settings.run_dir / f.checkpoint_dir
-    )
+    checkpoints = settings.run_path(f.checkpoint_dir)
     conf = Configuration()
     conf.set_string("python.execution-mode", f.python_execution_mode)
     # Python workers (and thread mode's libpython lookup) must use this interpreter, not `python` on PATH.
@@ -104,8 +106,7 @@ def make_env(settings: Settings) -> StreamExecutionEnvironment:
     conf.set_string("restart-strategy.type", f.restart_strategy)
     if f.restore_from:
         conf.set_string("execution.state-recovery.path", f.restore_from)
-    savepoints = Path(f.savepoint_dir) if f.savepoint_dir.startswith("/") else settings.run_dir / f.savepoint_dir
-    conf.set_string("execution.checkpointing.savepoint-dir", savepoints.as_uri())
+    conf.set_string("execution.checkpointing.savepoint-dir", settings.run_path(f.savepoint_dir).as_uri())
     if f.rest_port and f.cluster is None:  # the MiniCluster's REST API: stop-with-savepoint, metrics
         conf.set_string("rest.bind-port", str(f.rest_port))
         conf.set_string("rest.port", str(f.rest_port))

@@ -222,14 +222,9 @@ def stop_with_savepoint(
     return path
 
 
-def _run_path(settings: Settings, value: str) -> Path:
-    p = Path(value)
-    return p if p.is_absolute() else settings.run_dir / p
-
-
 def savepoint_dir(settings: Settings) -> Path:
     """Where savepoints go by default (``flink.savepoint_dir``, relative to the run directory)."""
-    return _run_path(settings, settings.flink.savepoint_dir)
+    return settings.run_path(settings.flink.savepoint_dir)
 
 
 def latest_checkpoint(settings: Settings) -> str | None:
@@ -237,7 +232,7 @@ def latest_checkpoint(settings: Settings) -> str | None:
 
     Savepoints count: a stop-with-savepoint finishes the job, and Flink discards a finished job's checkpoints.
     """
-    root = _run_path(settings, settings.flink.checkpoint_dir)
+    root = settings.run_path(settings.flink.checkpoint_dir)
     done = [p.parent for p in root.glob("*/chk-*/_metadata")]
     done += [p.parent for p in savepoint_dir(settings).glob("savepoint-*/_metadata")]
     return str(max(done, key=lambda p: p.stat().st_mtime)) if done else None

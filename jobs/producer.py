@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from jobs.events import FORGET, Event, validate_event, validate_item
+from streamrec.events import FORGET, Event, validate_event, validate_item
 
 
 class EventProducer:

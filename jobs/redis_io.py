@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from serving.store import RedisOp, RedisUnavailableError, RetryPolicy, connect, execute_with_retry
-from streamrec.config import Settings
+from streamrec.config import Settings, secret_value
 
 METRICS = ("redis_retries", "redis_failures", "redis_outage_ms")
 
@@ -31,7 +31,7 @@ class StreamRedis:
 
     def __init__(self, settings: Settings, runtime_context: Any) -> None:  # noqa: ANN401 - a RuntimeContext
         r, j = settings.redis, settings.job
-        self.client = connect(r.url, r.username, r.password.get_secret_value() if r.password else None)
+        self.client = connect(r.url, r.username, secret_value(r.password))
         self.policy = RetryPolicy(
             initial_s=j.redis_backoff_initial_ms / 1000,
             max_s=j.redis_backoff_max_ms / 1000,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import zlib
 from collections.abc import Collection, Iterator
@@ -20,8 +19,9 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor
 
 from jobs.catalog import CATALOG_IDS, CATALOG_IDS_KEY
-from jobs.interest import is_forgotten
 from jobs.redis_io import StreamRedis
+from jobs.state import is_forgotten
+from serving.model_watcher import ServingModel
 from serving.store import (
     RedisOp,
     UserView,
@@ -32,12 +32,12 @@ from serving.store import (
     online_hits,
     online_metric_ops,
 )
-from serving.text_encoder import item_text
+from streamrec.events import item_text
 
 if TYPE_CHECKING:
-    from jobs.events import Item
-    from jobs.interest import UserState
+    from jobs.state import UserState
     from streamrec.config import Settings
+    from streamrec.events import Item
 
 log = logging.getLogger(__name__)
 
@@ -49,71 +49,6 @@ TOP_INTERESTS = 10
 def shard_of(user_id: str, shards: int) -> int:
     """Stable shard of a user (crc32, not Python's per-process salted hash)."""
     return zlib.crc32(user_id.encode()) % shards
-
-
-class ServingModel:
-    """The promoted model of the registry, re-checked every ``check_every_s``: a promotion hot-swaps it.
-
-    A new version loads in a background thread while the current one keeps scoring, so a swap costs the
-    stream no pause; the swap itself is one reference assignment between two batches. A version that
-    fails verification (checksum, contract) is refused with an error log, and the model already in
-    service keeps serving.
-    """
-
-    def __init__(self, registry_dir: str, check_every_s: float, threads: int | None = None) -> None:
-        self.registry_dir = registry_dir
-        self.check_every_s = check_every_s
-        self.threads = threads
-        self.scorer: Any = None
-        self.version: str | None = None
-        self._checked = 0.0
-        self._refused: set[str] = set()
-        self._loading: threading.Thread | None = None
-        self._loaded: tuple[str, Any] | None = None
-
-    def get(self) -> Any:
-        """The current Scorer (None while no version is promoted)."""
-        self._swap()
-        now = time.monotonic()
-        if now - self._checked >= self.check_every_s and (self._loading is None or not self._loading.is_alive()):
-            self._checked = now
-            self._refresh(background=self.scorer is not None)
-        return self.scorer
-
-    def _refresh(self, background: bool) -> None:
-        from model_export.artifact.registry import Registry
-        from model_export.errors import ModelExportError
-
-        try:
-            registry = Registry(self.registry_dir)
-            version = registry.current()
-            path = registry.path(version) if version else None
-        except (ModelExportError, OSError, ValueError) as exc:
-            log.error("model registry %s unreadable, %s keeps serving: %s", self.registry_dir, self.version, exc)
-            return
-        if version is None or path is None or version == self.version or version in self._refused:
-            return
-        if background:
-            self._loading = threading.Thread(target=self._load, args=(version, path), daemon=True)
-            self._loading.start()
-        else:  # nothing serves yet: load now, so the first batch already gets recommendations
-            self._load(version, path)
-            self._swap()
-
-    def _swap(self) -> None:
-        if self._loaded is not None:
-            (version, scorer), self._loaded = self._loaded, None
-            log.info("model %s now serving (was %s, provider %s)", version, self.version, scorer.provider)
-            self.scorer, self.version = scorer, version
-
-    def _load(self, version: str, path: Any) -> None:
-        from serving.scorer import Scorer
-
-        try:
-            self._loaded = (version, Scorer(path, intra_op_threads=self.threads))
-        except Exception as exc:  # noqa: BLE001 - any version that cannot load is refused; the old one serves on
-            self._refused.add(version)
-            log.error("model %s refused, %s keeps serving: %s", version, self.version, exc)
 
 
 class RecommendationWriter(KeyedBroadcastProcessFunction):

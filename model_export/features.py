@@ -1,4 +1,4 @@
-"""The model-input encoding that training and serving share: padding, time-gap buckets, scenario ids, item text.
+"""The model-input encoding that training and serving share: padding, time-gap buckets, scenario ids, the encoder.
 
 The trainer builds its windows and the scorer its feed with these functions, so that a history is encoded the
 same way on both sides; the artifact records what they depend on (``max_len``, the scenario vocabulary).
@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -107,34 +106,6 @@ TEXT_DIM = 384
 
 # The model's own max_seq_length (sentence_bert_config.json); item texts are far shorter.
 MAX_TOKENS = 256
-
-
-def item_text(item: Mapping[str, Any]) -> str:
-    """The text that describes an ``items`` topic record to the encoder (empty if it has none).
-
-    ``"<title> (<year>) — <categories>"``, then the record's free ``text`` when it adds something
-    (the data sets' own ``text`` is exactly that head, so it is not repeated). The year comes from
-    ``attributes.year`` (or a top-level ``year``), the categories from ``categories`` (or ``genres``).
-
-    Args:
-        item: An ``items`` record: ``title``, optional ``text``, ``categories``, ``attributes``.
-
-    Returns:
-        The text; ``""`` for a record with neither title nor text.
-    """
-    title = str(item.get("title") or "").strip()
-    attributes = item.get("attributes")
-    attributes = attributes if isinstance(attributes, Mapping) else {}
-    year = attributes.get("year", item.get("year"))
-    label = f"{title} ({year})" if title and year is not None and f"({year})" not in title else title
-    cats = [str(c) for c in (item.get("categories") or item.get("genres") or []) if c]
-    head = f"{label} — {', '.join(cats)}" if label and cats else label or ", ".join(cats)
-    text = str(item.get("text") or "").strip()
-    if not text or text == head:
-        return head
-    if head and head in text:
-        return text
-    return f"{head}. {text}" if head else text
 
 
 def encoder_dir() -> Path:

@@ -210,11 +210,11 @@ class SASRec(nn.Module):
         """Set the output scale of text-only rows so that new items are recommended when they are relevant.
 
         A text-only row is weaker than a trained one (its text part alone), so unscaled it rarely reaches
-        the top k even when it is the item the user wants next. Each (query, target) pair asks: if the target were new, would its text-only
-        row reach the top ``k`` among the trained rows? The scale is the smallest one for which that
-        happens ``exposure`` times as often as it does for the target's trained row. The estimate holds
-        for truly new items only if the pairs were not trained on and the projection never fitted the
-        targets' texts (:func:`model_export.calibration.calibration_items`).
+        the top k even when it is the item the user wants next. Each (query, target) pair asks: if the
+        target were new, would its text-only row reach the top ``k`` among the trained rows? The scale is
+        the smallest one for which that happens ``exposure`` times as often as it does for the target's
+        trained row. The estimate holds for truly new items only if the pairs were not trained on and the
+        projection never fitted the targets' texts (:func:`model_export.calibration.calibration_items`).
 
         Args:
             queries: User vectors, float (B, d).

@@ -8,7 +8,7 @@ mask, L2-normalised, as the model was trained (its ``modules.json``: Transformer
 Normalize)::
 
     from model_export.text_embedding import encode_texts
-    from model_export.features import item_text
+    from streamrec.events import item_text
     vectors = encode_texts([item_text(record) for record in items])  # float32 (n, 384), unit rows
 """
 

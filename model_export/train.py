@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from model_export import calibration
 from model_export.calibration import calibration_items
-from model_export.data.datasets import DEFAULT_SCENARIO, Dataset, build_sequences
+from model_export.data.datasets import Dataset, build_sequences
 from model_export.data.splits import History, Ranker, Split, item_index
 from model_export.errors import NotEnoughDataError
 from model_export.features import (
@@ -37,6 +37,7 @@ from model_export.features import (
 )
 from model_export.model import PAD, ModelConfig, SASRec
 from streamrec.config import CUTOFF
+from streamrec.events import DEFAULT_SCENARIO
 
 log = logging.getLogger(__name__)
 
@@ -414,8 +415,9 @@ def _text_features(
     encode: Callable[[list[str]], np.ndarray] | None,
 ) -> np.ndarray | None:
     """Frozen text embeddings of the item index, float32 (N + 1, 384); None if no item has text."""
-    from model_export.features import TEXT_DIM, item_text
+    from model_export.features import TEXT_DIM
     from model_export.text_embedding import encode_texts
+    from streamrec.events import item_text
 
     encode = encode or encode_texts
     texts = [item_text(catalog[i]) if i in catalog else "" for i in items]

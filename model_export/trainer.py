@@ -49,11 +49,11 @@ from model_export.data.splits import Split, window_split
 from model_export.errors import NotEnoughDataError
 from model_export.evaluation.baselines import popularity_ranker
 from model_export.evaluation.metrics import artifact_ranker, evaluate
-from model_export.features import item_text
 from model_export.pipeline import describe_training_data
 from model_export.text_embedding import encode_texts
 from model_export.train import TrainConfig, TrainedModel, train_split
 from streamrec.config import CUTOFF, TrainerConfig
+from streamrec.events import item_text
 
 logger = logging.getLogger(__name__)
 

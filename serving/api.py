@@ -8,7 +8,9 @@ or item a 404, and while Redis is unreachable every endpoint answers 503 (``"sta
 "unavailable"`` too) until redis-py's pool reconnects by itself on the next request.
 
 Ids travel percent-encoded in the path and may contain ``/`` (MovieLens-1M item ids are titles
-such as ``Face/Off (1997)``); a user id cannot end in ``/recommendations``.
+such as ``Face/Off (1997)``); a user id cannot end in ``/recommendations``. They follow the event
+contract's id rule (:func:`streamrec.events.id_problem`): the API refuses (422) exactly the ids the
+stream dead-letters.
 
 Reads are open. Endpoints that write or delete (``DELETE /v1/users/{id}``) need ``Authorization: Bearer
 <api.token>`` (401 without it or with another token), and answer 403 while no ``api.token`` is set. The API
@@ -28,7 +30,9 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+from starlette.convertors import Convertor, register_url_convertor
 
 from serving.store import (
     MODEL_CURRENT,
@@ -40,13 +44,10 @@ from serving.store import (
     key,
     read_online_metrics,
 )
-from streamrec.config import Settings
+from streamrec.config import CUTOFF, Settings, secret_value
+from streamrec.events import ID_RULE, MAX_ID_CHARS, id_problem
 
 MAX_K = 100
-MAX_ID_CHARS = 256
-# C0 and C1 control characters (and DEL): they break logs and Redis tooling, never a real id.
-_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
-_ID_RULE = f"1..{MAX_ID_CHARS} characters, no control characters"
 
 # --- response bodies (they are the OpenAPI schema) ---------------------------------------------
 
@@ -128,7 +129,7 @@ class OnlineMetrics(BaseModel):
     model_version: str | None = Field(description="`model:current`, the version in service; null before any")
     versions: dict[str, dict[str, OnlineCounts]] = Field(
         description="model version -> scenario (and `all`) -> counts and hit rates; "
-        "hit_rate@10 = share of actions on an item in the top 10 the user was shown"
+        f"hit_rate@{CUTOFF} = share of actions on an item in the top {CUTOFF} the user was shown"
     )
 
 
@@ -146,11 +147,41 @@ class ForgetScheduled(BaseModel):
 
 # --- plumbing --------------------------------------------------------------------------------
 
+
+
+class _IdConvertor(Convertor[str]):
+    """A path id: any characters, ``/`` and newlines included, handed whole to the id rule.
+
+    Starlette's ``path`` stops at a newline and drops a trailing one (``/v1/items/i1%0A`` would read item ``i1``).
+    """
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("id", _IdConvertor())
+
+
+def _valid_id(value: str) -> str:
+    """A path id checked by the event contract's id rule: the API refuses exactly the ids the stream refuses."""
+    problem = id_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("invalid_id", "{problem}", {"problem": problem})
+    return value
+
+
+# The length bounds are documented in the OpenAPI schema; _valid_id enforces them with the rest of the rule.
+_ID_SCHEMA = {"minLength": 1, "maxLength": MAX_ID_CHARS}
 UserId = Annotated[
-    str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=_ID_PATTERN, description=f"user id: {_ID_RULE}")
+    str, Path(description=f"user id: {ID_RULE}", json_schema_extra=_ID_SCHEMA), AfterValidator(_valid_id)
 ]
 ItemId = Annotated[
-    str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=_ID_PATTERN, description=f"item id: {_ID_RULE}")
+    str, Path(description=f"item id: {ID_RULE}", json_schema_extra=_ID_SCHEMA), AfterValidator(_valid_id)
 ]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": Error, "description": "a parameter is invalid; the detail names it"},
@@ -185,8 +216,8 @@ def redis_credentials(settings: Settings) -> tuple[str | None, str | None]:
     """The API's Redis identity: ``api.redis_username/password`` when either is set, else ``redis.*``."""
     a, r = settings.api, settings.redis
     if a.redis_username or a.redis_password:
-        return a.redis_username, a.redis_password.get_secret_value() if a.redis_password else None
-    return r.username, r.password.get_secret_value() if r.password else None
+        return a.redis_username, secret_value(a.redis_password)
+    return r.username, secret_value(r.password)
 
 
 # A redis.Redis; Any because redis-py's annotations union every sync result with its async Awaitable.
@@ -202,9 +233,7 @@ def _validation_message(errors: Sequence[Any]) -> str:
     parts = []
     for err in errors:
         name = str(err["loc"][-1]) if err.get("loc") else "request"
-        pattern = err.get("type") == "string_pattern_mismatch"  # pydantic would print the regex
-        msg = f"must be {_ID_RULE}" if pattern else err.get("msg", "invalid")
-        parts.append(f"{name}: {msg}")
+        parts.append(f"{name}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 
@@ -247,7 +276,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.redis = redis_client
-    app.state.token = settings.api.token.get_secret_value().encode() if settings.api.token else None
+    token = secret_value(settings.api.token)
+    app.state.token = token.encode() if token else None
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     # ConnectionError covers refused, reset and auth failures; TimeoutError a Redis that hangs.
     app.add_exception_handler(redis.ConnectionError, _on_redis_down)
@@ -255,7 +285,7 @@ def create_app(
 
     # Sync handlers: FastAPI runs them in its thread pool, so a slow Redis never blocks the loop.
     @app.get(
-        "/v1/users/{user_id:path}/recommendations",
+        "/v1/users/{user_id:id}/recommendations",
         response_model=Recommendations,
         responses=_ERRORS,
         summary="A user's recommendations",
@@ -299,7 +329,7 @@ def create_app(
         )
 
     @app.get(
-        "/v1/users/{user_id:path}",
+        "/v1/users/{user_id:id}",
         response_model=UserView,
         responses={404: {"model": Error, "description": "no such user"}, **_ERRORS},
         summary="What the stream knows of a user",
@@ -313,7 +343,7 @@ def create_app(
         return UserView(user_id=user_id, **view)
 
     @app.delete(
-        "/v1/users/{user_id:path}",
+        "/v1/users/{user_id:id}",
         status_code=202,
         response_model=ForgetScheduled,
         responses={
@@ -346,7 +376,7 @@ def create_app(
         return ForgetScheduled(user_id=user_id, ts=int(record["ts"]))
 
     @app.get(
-        "/v1/items/{item_id:path}",
+        "/v1/items/{item_id:id}",
         response_model=Item,
         responses={404: {"model": Error, "description": "no such item"}, **_ERRORS},
         summary="An item's display fields",

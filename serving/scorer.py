@@ -14,7 +14,6 @@ CPU; the one in use is in :attr:`Scorer.provider`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,8 @@ from model_export.artifact.contract import (
     verify_artifact,
 )
 from model_export.features import scenario_vocab, tower_inputs
+from serving.onnx_session import CUDA, inference_session
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-# onnxruntime's log severities: 2 = warning (its default), 4 = fatal only.
-_ORT_WARNING, _ORT_FATAL = 2, 4
 # Scores one scoring call may hold, (users x (N + 1)) float32: 256 MiB = 67 users of a 1M-item catalog
 # (the serve batch, 64, in one call). Larger batches are scored in chunks: 1,024 users x 1M items at once
 # would be 4 GiB, and onnxruntime's memory arena keeps ~1.5x the largest call's scores for reuse (without
@@ -46,51 +42,6 @@ MAX_SCORE_BYTES = 256 << 20
 MAX_SCORE_BYTES_CUDA = 2 << 30
 # Names inside the scoring graph (not part of the artifact contract).
 _VEC, _ITEMS, _BIAS, _K, _TOP_SCORES, _TOP_ROWS = "user_vector", "item_matrix_t", "bias", "k", "scores", "rows"
-
-log = logging.getLogger(__name__)
-
-
-def _session(
-    model: Path | bytes,
-    probe: dict[str, np.ndarray],
-    prefer_gpu: bool,
-    threads: int | None = None,
-    initializers: dict[str, ort.OrtValue] | None = None,
-) -> ort.InferenceSession:
-    """A session on CUDA if it really runs there, else on CPU.
-
-    Args:
-        model: An ONNX file, or a serialized model.
-        probe: A feed the warm-up run on CUDA uses.
-        prefer_gpu: Try CUDA first.
-        threads: onnxruntime intra-op threads (None: its default, one per physical core).
-        initializers: The model's external initializers, by name (onnxruntime copies them in).
-    """
-
-    def options() -> ort.SessionOptions:
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        if initializers:
-            opts.add_external_initializers(list(initializers), list(initializers.values()))
-        return opts
-
-    source = model if isinstance(model, bytes) else str(model)
-    if prefer_gpu and CUDA in ort.get_available_providers():
-        # onnxruntime-gpu logs screens of errors when the CUDA libraries do not load: one line here instead.
-        ort.set_default_logger_severity(_ORT_FATAL)
-        try:
-            sess = ort.InferenceSession(source, options(), providers=[CUDA, CPU])
-            # onnxruntime silently falls back to CPU when the CUDA libraries do not load.
-            if sess.get_providers()[0] == CUDA:
-                sess.run(None, probe)
-                return sess
-            log.info("CUDA execution provider unavailable (no GPU or CUDA libraries); scoring on CPU")
-        except Exception as exc:  # noqa: BLE001 - any CUDA failure means: serve on CPU
-            log.warning("CUDA execution provider failed (%s); scoring on CPU", exc)
-        finally:
-            ort.set_default_logger_severity(_ORT_WARNING)
-    return ort.InferenceSession(source, options(), providers=[CPU])
 
 
 def _scoring_graph(n_rows: int, dim: int) -> bytes:
@@ -133,7 +84,7 @@ class Scorer:
 
     Attributes:
         version: The artifact's ``model_version``.
-        provider: The onnxruntime execution provider in use (:data:`CUDA` or :data:`CPU`).
+        provider: The onnxruntime execution provider in use (:data:`CUDA` or ``CPUExecutionProvider``).
         max_len: Items of a history the model reads (the newest ones).
         contract: The artifact's :class:`~model_export.artifact.ModelContract`.
         max_score_bytes: Scores one item-scoring call holds at most; larger batches go in chunks of users.
@@ -176,7 +127,7 @@ class Scorer:
         self._bias = self._blocked_bias()
         self._threads = intra_op_threads
         probe = tower_inputs([[1]], [None], [None], self.max_len, self._vocab, self._inputs)
-        self._sess = _session(self.path / MODEL_FILE, probe, prefer_gpu, intra_op_threads)
+        self._sess = inference_session(self.path / MODEL_FILE, probe, prefer_gpu, intra_op_threads)
         self.provider: str = self._sess.get_providers()[0]
         self._emb = read_item_embeddings(self.path, c)  # (N + 1, d); grows with add_items
         self._text: tuple[np.ndarray, np.ndarray] | None = read_text_projection(self.path, c)
@@ -192,7 +143,7 @@ class Scorer:
             _BIAS: self._bias,
             _K: np.ones(1, dtype=np.int64),
         }
-        self._score_sess = _session(
+        self._score_sess = inference_session(
             _scoring_graph(n_rows, dim),
             probe,
             self.provider == CUDA,
@@ -215,7 +166,7 @@ class Scorer:
         item table is fixed at export); the next trained version learns their ids.
 
         Args:
-            texts: Item id -> text (:func:`model_export.text_embedding.item_text` of its ``items`` record).
+            texts: Item id -> text (:func:`streamrec.events.item_text` of its ``items`` record).
 
         Returns:
             How many items were added.

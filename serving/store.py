@@ -9,6 +9,8 @@
 | ``model:current`` | string | the model version in service |
 | ``model:history`` | list | JSON ``{"version", "promoted_at"}`` of earlier promotions, newest first |
 | ``metrics:online`` | hash | field JSON ``[model_version, scenario, counter]`` -> count (``actions``, ``hits@10``...) |
+
+:func:`wait_for_events` is how a replay (the demos, the benchmarks) waits for the job: ``user:{id}.events``.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streamrec.config import CUTOFF
+
 KeyKind = Literal["rec", "user", "item"]
 POPULAR = "popular"
 MODEL_CURRENT = "model:current"
 MODEL_HISTORY = "model:history"
 ONLINE_METRICS = "metrics:online"
-# The online hit rate is reported at 10 and at the length of the list written (job.top_k).
-ONLINE_CUTOFF = 10
+# How long a replay's events may take to be applied by the job (the demos wait this long to catch up).
+CATCH_UP_TIMEOUT_S = 600.0
 
 
 def key(kind: KeyKind, ident: str) -> str:
@@ -141,6 +145,43 @@ def connect(url: str, username: str | None = None, password: str | None = None, 
     )
 
 
+def wait_for_events(
+    client: Any,
+    want: Mapping[str, int],
+    timeout_s: float = CATCH_UP_TIMEOUT_S,
+    every_s: float = 0.5,
+    on_poll: Callable[[int], None] | None = None,
+) -> float:
+    """Poll ``user:{id}`` until each user's ``events`` reaches the count expected; returns the seconds it took.
+
+    Args:
+        client: A ``redis.Redis``.
+        want: User id -> events the job is to have applied to the user's state.
+        timeout_s: The longest wait.
+        every_s: Seconds between polls (one pipelined round trip each).
+        on_poll: Called after every poll with the events applied so far (per user at most the count expected).
+
+    Raises:
+        TimeoutError: not every event was applied within ``timeout_s``.
+    """
+    users = list(want)
+    total = sum(want[u] for u in users)
+    start = time.monotonic()
+    while True:
+        pipe = client.pipeline(transaction=False)
+        for u in users:
+            pipe.hget(key("user", u), "events")
+        done = sum(min(int(n or 0), want[u]) for u, n in zip(users, pipe.execute(), strict=True))
+        if on_poll is not None:
+            on_poll(done)
+        if done >= total:
+            return time.monotonic() - start
+        if time.monotonic() - start >= timeout_s:
+            msg = f"after {timeout_s:.0f}s, {done} of {total} events of {len(users)} users are applied (user:{{id}})"
+            raise TimeoutError(msg)
+        time.sleep(every_s)
+
+
 def announce_model(client: Any, version: str, now_ms: int | None = None) -> None:
     """Set ``model:current`` and push the previous one onto ``model:history`` (newest first)."""
     previous = client.get(MODEL_CURRENT)
@@ -234,8 +275,9 @@ def online_hits(
         shown: user id -> decoded ``rec:{user}`` at that time (None: the user had none; not counted).
 
     Returns:
-        ``(model_version, scenario, counter) -> n`` with counters ``actions``, ``hits@10`` and ``hits@K``
-        (K: the length of the list shown).
+        ``(model_version, scenario, counter) -> n`` with counters ``actions``, ``hits@10`` (the
+        :data:`~streamrec.config.CUTOFF` of every hit rate we report) and ``hits@K`` (K: the length of the
+        list shown).
     """
     counts: dict[tuple[str, str, str], int] = {}
     for user, acts in actions.items():
@@ -244,11 +286,11 @@ def online_hits(
             continue
         version = rec.get("model_version") or "unknown"
         ranked = [r["item_id"] for r in rec["items"]]
-        top, full = set(ranked[:ONLINE_CUTOFF]), set(ranked)
+        top, full = set(ranked[:CUTOFF]), set(ranked)
         for item, scenario in acts:
             for counter, hit in (
                 ("actions", True),
-                (f"hits@{ONLINE_CUTOFF}", item in top),
+                (f"hits@{CUTOFF}", item in top),
                 (f"hits@{len(ranked)}", item in full),
             ):
                 if hit:

@@ -28,8 +28,7 @@ from model_export.artifact.contract import (
     TEXT_OUTPUT_NAME,
 )
 from model_export.features import MAX_TOKENS, TEXT_DIM, encoder_dir
-from model_export.features import item_text as item_text  # re-exported: jobs/ reads item texts through serving
-from serving.scorer import _session
+from serving.onnx_session import inference_session
 
 # Texts per onnxruntime call, sorted by length first so that a batch pads little. 64 amortises the call
 # (1.4-1.7x the items/s of one text per call, bench/text_adapter.py) while a batch of 256-token texts keeps
@@ -104,7 +103,7 @@ class TextEncoder:
         self.batch_size = batch_size
         folder = Path(tokenizer_dir) if tokenizer_dir is not None else encoder_dir()
         probe = {TEXT_INPUT_IDS: np.array([[101, 102]], dtype=np.int64), TEXT_ATTENTION_MASK: np.ones((1, 2), np.int64)}
-        self._sess = _session(Path(onnx_path), probe, prefer_gpu, intra_op_threads)
+        self._sess = inference_session(Path(onnx_path), probe, prefer_gpu, intra_op_threads)
         meta = self._sess.get_modelmeta().custom_metadata_map
         self.max_tokens = int(meta.get(TEXT_META_PREFIX + "max_tokens", MAX_TOKENS))
         self.dim = int(meta.get(TEXT_META_PREFIX + "dim", TEXT_DIM))

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streamrec.config import ConfigError, Settings, load_config
+from streamrec.config import ConfigError, Settings, kafka_client_options, load_config, secret_value
+from streamrec.events import InvalidRecordError
 
 
 def _print_json(obj: Any) -> None:
@@ -49,7 +50,7 @@ def _redis_users(settings: Settings) -> list[Any]:
         (settings.api.redis_username, settings.api.redis_password, API_ACL_RULES),
     ):
         if name:
-            users.append(AclUser(name, password.get_secret_value() if password else "", rules))
+            users.append(AclUser(name, secret_value(password) or "", rules))
     if len({u.name for u in users}) < len(users):
         raise AclUserError("redis.username and api.redis_username must differ: the API's user is read-only")
     return users
@@ -83,7 +84,7 @@ def _producer(settings: Settings) -> Any:
     from jobs.producer import EventProducer
 
     k = settings.kafka
-    return EventProducer(k.bootstrap, k.events_topic, k.items_topic, **_kafka_client_config(settings))
+    return EventProducer(k.bootstrap, k.events_topic, k.items_topic, **kafka_client_options(k))
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
@@ -118,63 +119,24 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry(settings: Settings) -> Any:
-    from model_export.artifact.registry import Registry
-
-    return Registry(settings.path(settings.models.registry_dir))
-
-
-def _kafka_client_config(settings: Settings) -> dict[str, Any]:
-    """kafka-python settings for the configured security protocol and SASL credentials."""
-    k = settings.kafka
-    config: dict[str, Any] = {"security_protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        config["sasl_mechanism"] = k.sasl_mechanism
-        config["sasl_plain_username"] = k.sasl_username
-        config["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
-    return config
-
-
 # Benchmark modules that are helpers of the others, not benchmarks.
 BENCH_HELPERS = frozenset({"__init__", "audit", "results"})
-
-POPULAR_K = 100
-
-
-def announce(settings: Settings, version: str, popular: list[tuple[str, float]] | None = None) -> None:
-    """Tell front-ends which version serves (``model:current``) and, after training, the ``popular`` fallback.
-
-    Skipped with a note if Redis is down: the job reads the registry itself.
-    """
-    import time
-
-    import redis
-
-    from serving.store import announce_model, connect, write_popular
-
-    r = settings.redis
-    try:
-        client = connect(r.url, r.username, r.password.get_secret_value() if r.password else None)
-        announce_model(client, version)
-        if popular:
-            write_popular(client, popular, version, int(time.time() * 1000))
-    except redis.RedisError as exc:
-        print(f"note: model:current not updated in Redis ({exc}); the job reads the registry itself")
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from model_export.data.datasets import load_dataset
-    from model_export.data.event_log import popular_items, read_events, read_items
+    from model_export.data.event_log import read_events, read_items
     from model_export.pipeline import train_and_export_events
     from model_export.train import TrainConfig
+    from streamrec.publish import publish
 
     k = settings.kafka
     if args.from_kafka:
-        events = read_events(k.bootstrap, k.events_topic, **_kafka_client_config(settings))
+        events = read_events(k.bootstrap, k.events_topic, **kafka_client_options(k))
         # Item texts feed the text tower; items without a record are learned from their ids alone.
-        catalog = read_items(k.bootstrap, k.items_topic, **_kafka_client_config(settings))
+        catalog = read_items(k.bootstrap, k.items_topic, **kafka_client_options(k))
         name = "events-log"
         print(f"read {len(events)} events and {len(catalog)} items back from {k.events_topic}/{k.items_topic}")
     else:
@@ -193,18 +155,17 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     artifact = train_and_export_events(
         events, settings.run_dir / "artifacts", name=name, seed=args.seed, config=cfg, catalog=catalog
     )
-    reg = _registry(settings)
-    version = reg.publish(artifact)
+    version = publish(settings, artifact, promote=args.promote, events=events)
     print(f"registered {version} from {artifact}")
     if args.promote:
-        reg.promote(version)
-        announce(settings, version, popular_items(events, POPULAR_K))
         print(f"promoted {version}")
     return 0
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    reg = _registry(settings)
+    from streamrec.publish import announce, registry
+
+    reg = registry(settings)
     if args.models_cmd == "list":
         rows = reg.list_versions()
         if args.json:
@@ -233,9 +194,10 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_trainer(settings: Settings, args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from model_export.data.event_log import KafkaEventLog, popular_items
+    from model_export.data.event_log import KafkaEventLog
     from model_export.trainer import run_forever, run_once
     from streamrec.config import TrainerConfig
+    from streamrec.publish import publish, registry
 
     overrides = {"interval_s": args.interval_s, "min_new_events": args.min_new_events}
     try:
@@ -247,26 +209,26 @@ def cmd_trainer(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: invalid trainer options: {fields}", file=sys.stderr)
         return 2
     k = settings.kafka
-    log = KafkaEventLog(k.bootstrap, k.events_topic, k.items_topic, client_config=_kafka_client_config(settings))
+    log = KafkaEventLog(k.bootstrap, k.events_topic, k.items_topic, client_config=kafka_client_options(k))
     work_dir = settings.run_dir / "trainer"
     work_dir.mkdir(parents=True, exist_ok=True)
 
     def promoted(version: str, events: Any) -> None:
-        announce(settings, version, popular_items(events, POPULAR_K))
+        publish(settings, version=version, events=events)  # the trainer registered and promoted it
 
     options: dict[str, Any] = {"on_promote": promoted, "work_dir": work_dir, "source": k.events_topic}
     if args.once:
         from kafka.errors import KafkaError
 
         try:
-            run_once(log, _registry(settings), config, **options)
+            run_once(log, registry(settings), config, **options)
         except KafkaError as exc:
             print(f"error: cannot read the event log from Kafka at {k.bootstrap}: {exc}", file=sys.stderr)
             return 1
         finally:
             log.close()
         return 0
-    run_forever(log, _registry(settings), config, **options)
+    run_forever(log, registry(settings), config, **options)
     return 0
 
 
@@ -552,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobs.errors import JobError
         from model_export.errors import ModelExportError
 
-        if isinstance(exc, ServiceError | JobError | ModelExportError):
+        if isinstance(exc, ServiceError | JobError | ModelExportError | InvalidRecordError):
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

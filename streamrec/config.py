@@ -197,6 +197,33 @@ class Settings(_Section):
         """Where the local stack keeps its data, logs and state file."""
         return self.path(self.stack.run_dir)
 
+    def run_path(self, value: str) -> Path:
+        """Resolve a path the config takes from the run directory: absolute as is, else under :attr:`run_dir`.
+
+        ``flink.checkpoint_dir`` and ``flink.savepoint_dir`` are such paths.
+        """
+        p = Path(value)
+        return p if p.is_absolute() else self.run_dir / p
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The plain text of a configured secret (a password, a token); None when it is not set."""
+    return secret.get_secret_value() if secret else None
+
+
+def kafka_client_options(kafka: KafkaConfig) -> dict[str, Any]:
+    """kafka-python client options for the configured security protocol and SASL credentials.
+
+    Every kafka-python client of ours (the SDK's producer, the trainer's event log, the CLI) takes them, and the
+    job's Flink connectors derive their Java properties from them (:func:`jobs.kafka_io.client_properties`).
+    """
+    options: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = secret_value(kafka.sasl_password)
+    return options
+
 
 class ConfigError(Exception):
     """The configuration could not be loaded; the message names the source and the field."""

@@ -18,13 +18,12 @@ import urllib.request
 from collections import Counter, defaultdict
 from typing import Any
 
-from infra.process import spawn, stop_pid
+from infra.process import spawn, stop_pid, wait_for
 from infra.stack import isolated_settings
-from streamrec.config import Settings, dump_config
+from streamrec.config import CUTOFF, Settings, dump_config
 
 SHOW_USERS = 3
 SHOW_ITEMS = 5
-CATCH_UP_TIMEOUT_S = 600.0
 
 
 def _step(n: int, text: str) -> None:
@@ -36,28 +35,17 @@ def _get(url: str) -> Any:
         return json.loads(resp.read())
 
 
-def _wait(what: str, check: Any, timeout: float, every: float = 0.5) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(every)
-    msg = f"demo: timed out after {timeout:.0f}s waiting for {what}"
-    raise TimeoutError(msg)
-
-
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the demo; returns the exit code."""
     from infra import stack
     from jobs import launcher
     from jobs.producer import EventProducer, replay
-    from model_export.artifact.registry import Registry
     from model_export.data.datasets import load_dataset
-    from model_export.data.event_log import popular_items, read_events, read_items
+    from model_export.data.event_log import read_events, read_items
     from model_export.pipeline import train_and_export_events
     from model_export.train import TrainConfig
-    from serving.store import connect, decode_user, key
-    from streamrec.cli import POPULAR_K, announce
+    from serving.store import connect, decode_user, key, wait_for_events
+    from streamrec.publish import publish, registry
 
     limit = args.limit or int(os.environ.get("STREAMREC_DEMO_LIMIT", "0")) or None
     epochs = int(os.environ.get("STREAMREC_DEMO_EPOCHS", "0")) or None
@@ -87,21 +75,17 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         artifact = train_and_export_events(
             log_events, s.run_dir / "artifacts", name=args.dataset, config=cfg, catalog=catalog
         )
-        registry = Registry(s.path(s.models.registry_dir))
-        version = registry.publish(artifact)
-        registry.promote(version)
-        announce(s, version, popular_items(log_events, POPULAR_K))
-        metrics = json.loads((registry.path(version) / "contract.json").read_text())["metrics"]
+        version = publish(s, artifact, promote=True, events=log_events)
+        metrics = json.loads((registry(s).path(version) / "contract.json").read_text())["metrics"]
         print(
             f"model {version} in service. Offline metrics (full ranking over all items, seen items excluded):"
         )
-        print(f"  {'protocol':10} {'model':12} {'Recall@10':>10} {'NDCG@10':>10} {'MRR':>8}")
+        recall, ndcg = f"recall@{CUTOFF}", f"ndcg@{CUTOFF}"
+        print(f"  {'protocol':10} {'model':12} {f'Recall@{CUTOFF}':>10} {f'NDCG@{CUTOFF}':>10} {'MRR':>8}")
         for protocol in ("time", "loo"):
             for name, m in metrics[protocol].items():
-                if isinstance(m, dict) and "recall@10" in m:
-                    print(
-                        f"  {protocol:10} {name:12} {m['recall@10']:10.4f} {m['ndcg@10']:10.4f} {m['mrr']:8.4f}"
-                    )
+                if isinstance(m, dict) and recall in m:
+                    print(f"  {protocol:10} {name:12} {m[recall]:10.4f} {m[ndcg]:10.4f} {m['mrr']:8.4f}")
 
         _step(
             4,
@@ -111,14 +95,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         launcher.start(s, str(config_path))
         users = list(want)
-
-        def caught_up() -> bool:
-            pipe = r.pipeline(transaction=False)
-            for u in users:
-                pipe.hget(key("user", u), "events")
-            return all(int(v or 0) == want[u] for u, v in zip(users, pipe.execute(), strict=True))
-
-        took = _wait("the job to apply every event", caught_up, CATCH_UP_TIMEOUT_S)
+        took = wait_for_events(r, want)
         print(
             f"job applied {len(log_events)} events for {len(users)} users in {took:.1f}s "
             f"(~{len(log_events) / max(took, 1e-9):.0f} events/s including start-up, from {time.monotonic() - t0:.1f}s)"
@@ -130,7 +107,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             s.run_dir / "api.log",
         )
         base = f"http://{s.api.host}:{s.api.port}"
-        _wait("the API", lambda: _healthy(base), 60)
+        wait_for("the API", lambda: _healthy(base), 60)
         by_user: dict[str, list[str]] = defaultdict(list)
         for e in log_events:
             by_user[e["user_id"]].append(e["item_id"])
@@ -148,10 +125,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         with EventProducer(s.kafka.bootstrap, s.kafka.events_topic) as p:
             p.send({"user_id": u, "item_id": fresh, "type": "rating", "value": 5.0, "ts": last_ts + 1000})
-        want_events = want[u] + 1
-        took = _wait(
-            "the update", lambda: int(r.hget(key("user", u), "events") or 0) == want_events, 60, 0.02
-        )
+        took = wait_for_events(r, {u: want[u] + 1}, 60, 0.02)
         print(
             f"user {u} rated {titles.get(fresh, fresh)!r}; Redis updated {took * 1000:.0f} ms after the send"
         )

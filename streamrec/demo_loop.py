@@ -28,14 +28,14 @@ import time
 from collections import Counter
 from typing import Any
 
-from infra.process import spawn, stop_pid
+from infra.process import spawn, stop_pid, wait_for
 from infra.stack import isolated_settings
-from streamrec.config import Settings, dump_config
-from streamrec.demo import _wait
+from streamrec.config import CUTOFF, Settings, dump_config
 
 SEGMENTS = 8
-CATCH_UP_TIMEOUT_S = 600.0
 TRAINER_RUN_TIMEOUT_S = 900.0
+# The online hit rate and the offline metrics this demo shows: at the cutoff of every figure we report.
+HITS, RECALL, NDCG = f"hits@{CUTOFF}", f"recall@{CUTOFF}", f"ndcg@{CUTOFF}"
 
 
 def _say(text: str) -> None:
@@ -44,7 +44,7 @@ def _say(text: str) -> None:
 
 def _totals(online: dict[str, dict[str, dict[str, float]]]) -> dict[str, tuple[int, int]]:
     """Model version -> (actions, hits@10) over every scenario."""
-    return {v: (int(s["all"].get("actions", 0)), int(s["all"].get("hits@10", 0))) for v, s in online.items()}
+    return {v: (int(s["all"].get("actions", 0)), int(s["all"].get(HITS, 0))) for v, s in online.items()}
 
 
 def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -52,11 +52,11 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
     from infra import stack
     from jobs import launcher
     from jobs.producer import EventProducer
-    from model_export.artifact.registry import Registry
     from model_export.data.datasets import load_dataset
     from model_export.data.splits import window_split
     from model_export.evaluation.metrics import artifact_ranker, evaluate
-    from serving.store import MODEL_CURRENT, connect, key, read_online_metrics
+    from serving.store import MODEL_CURRENT, connect, read_online_metrics, wait_for_events
+    from streamrec.publish import registry as registry_of
 
     limit = args.limit or int(os.environ.get("STREAMREC_DEMO_LIMIT", "0")) or None
     data = load_dataset(args.dataset)
@@ -77,7 +77,7 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
     )
     config_path = dump_config(s, s.run_dir / "config.yaml")
     cli = [sys.executable, "-m", "streamrec.cli", "--config", str(config_path)]
-    registry = Registry(s.path(s.models.registry_dir))
+    registry = registry_of(s)
     trainer_pid = None
     try:
         _say(f"\n== 1/4 stack, catalog, and the first {len(boot)} events ({args.bootstrap:.0%} of {len(events)})")
@@ -101,23 +101,15 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
 
         _say("\n== 2/4 the interest job catches up with the bootstrap events")
         want: Counter[str] = Counter(e["user_id"] for e in boot)
-
-        def caught_up() -> bool:
-            users = list(want)
-            pipe = r.pipeline(transaction=False)
-            for u in users:
-                pipe.hget(key("user", u), "events")
-            return all(int(x or 0) == want[u] for u, x in zip(users, pipe.execute(), strict=True))
-
         launcher.start(s, str(config_path), say=_say, resume=False)
-        took = _wait("the job to apply the bootstrap events", caught_up, CATCH_UP_TIMEOUT_S)
+        took = wait_for_events(r, want)
         _say(f"applied {len(boot)} events in {took:.0f}s")
         # The bootstrap events were the first model's training data: its hits there do not count.
         before = _totals(read_online_metrics(r))
 
         _say(f"\n== 3/4 replay the other {len(rest)} events at {args.rate}/s; the trainer runs every {per_run} events")
         trainer_pid = spawn([*cli, "trainer"], trainer_log)
-        _say(f"{'sent':>8} {'serving':>8} {'hit@10 in segment':>18}  {'actions':>8}")
+        _say(f"{'sent':>8} {'serving':>8} {f'hit@{CUTOFF} in segment':>18}  {'actions':>8}")
         seg = max(len(rest) // SEGMENTS, 1)
         last = before
         gap = 1.0 / args.rate
@@ -137,11 +129,13 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
                     rate = f"{hits / acts:.4f}" if acts else "-"
                     _say(f"{n_boot + n:>8} {serving:>8} {rate:>18}  {acts:>8}")
                     last = now
-        _wait("the job to apply every event", caught_up, CATCH_UP_TIMEOUT_S)
+        wait_for_events(r, want)
         # A run the replay triggered may still be training: let it decide before the trainer stops
         # (after two checks of the topic's end, so that a run the last events made due has started).
         time.sleep(2 * s.trainer.check_interval_s + 1)
-        took = _wait("the trainer's last run", lambda: _trainer_idle(trainer_log, registry), TRAINER_RUN_TIMEOUT_S, 1.0)
+        took = wait_for(
+            "the trainer's last run", lambda: _trainer_idle(trainer_log, registry), TRAINER_RUN_TIMEOUT_S, 1.0
+        )
         stop_pid(trainer_pid)
         trainer_pid = None
         _say(f"replay applied; the trainer's last run decided {took:.0f}s later")
@@ -150,7 +144,7 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
         _say(f"{'run':>4} {'decision':>9} {'candidate':>9} {'serving':>8} {'gate':>28} {'seconds':>8}")
         for n, line in enumerate(_decisions(registry), start=1):
             c, sv = line.get("candidate_metrics") or {}, line.get("serving_metrics") or {}
-            metric = line.get("metric", "ndcg@10")
+            metric = line.get("metric", NDCG)
             gate = f"{metric} {c.get(metric, float('nan')):.4f} vs {sv.get(metric, float('nan')):.4f}"
             _say(
                 f"{n:>4} {line['decision']:>9} {line.get('candidate') or '-':>9} {line.get('serving') or '-':>8} "
@@ -158,7 +152,7 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
             )
         online = read_online_metrics(r)
         _say("\nonline hit rate per model version (replay after the bootstrap):")
-        _say(f"  {'version':>8} {'actions':>8} {'hit@10':>8}")
+        _say(f"  {'version':>8} {'actions':>8} {f'hit@{CUTOFF}':>8}")
         for version, (acts, hits) in sorted(_totals(online).items()):
             acts -= before.get(version, (0, 0))[0]
             hits -= before.get(version, (0, 0))[1]
@@ -180,10 +174,10 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
         scores = {}
         for version in (first, final):
             rank, items = artifact_ranker(registry.path(version))
-            m = evaluate(rank, split, items, 10)
+            m = evaluate(rank, split, items, CUTOFF)
             scores[version] = m
-            _say(f"  {version:>8}  recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  mrr {m['mrr']:.4f}")
-        better = scores[final]["ndcg@10"] > scores[first]["ndcg@10"]
+            _say(f"  {version:>8}  {RECALL} {m[RECALL]:.4f}  {NDCG} {m[NDCG]:.4f}  mrr {m['mrr']:.4f}")
+        better = scores[final][NDCG] > scores[first][NDCG]
         _say(
             f"the loop's model {final} {'beats' if better else 'does NOT beat'} the first model {first} "
             f"on the later part of the stream"

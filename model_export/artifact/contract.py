@@ -79,7 +79,8 @@ class ModelContract:
     Attributes:
         format_version: Layout version of this contract (:data:`FORMAT_VERSION`).
         model_version: Version string; the registry stamps its own (``v0001``) on publish.
-        model_type: Architecture name, e.g. ``"sasrec"`` (the metrics name the model ``"streamrec"``, as the harness does).
+        model_type: Architecture name, e.g. ``"sasrec"`` (the metrics name the model ``"streamrec"``, as the
+            harness does).
         inputs: Graph inputs (one: ``item_seq``).
         outputs: Graph outputs (one: ``user_vector``).
         max_len: Sequence length L of ``item_seq``; longer histories keep their newest items.

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from model_export.errors import DatasetNotInstalledError, UnknownDatasetError
+from streamrec.events import DEFAULT_SCENARIO, FORGET
 
 DATASETS: tuple[str, ...] = ("ml-100k", "ml-1m")
 
-# The scenario of events that carry none (jobs.interest.DEFAULT_SCENARIO says the same for the stream).
-DEFAULT_SCENARIO = "default"
 # Event types that say nothing positive about the item: left out of training sequences.
 NEGATIVE_EVENT_TYPES = frozenset({"skip"})
 
@@ -163,11 +162,6 @@ def sort_events(events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     kept = [e for e in events if e.get("type") not in NEGATIVE_EVENT_TYPES]
     kept.sort(key=lambda e: int(e["ts"]))
     return kept
-
-
-# The control record of a user's right to be forgotten on the events topic (jobs/events.py):
-# ``{"user_id", "type": "forget", "ts"}``. Training data must not keep what came before it.
-FORGET = "forget"
 
 
 _Event = TypeVar("_Event", bound=Mapping[str, Any])

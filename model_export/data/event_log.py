@@ -13,10 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from model_export.data.datasets import FORGET, drop_forgotten
-
-# Records the stream refused go to the dead-letter topic; the trainer skips what it cannot use.
-_REQUIRED = ("user_id", "item_id", "ts")
+from model_export.data.datasets import drop_forgotten
+from streamrec.events import InvalidRecordError, parse_event
 
 
 def _read_to_end(
@@ -54,7 +52,7 @@ def read_events(
     """
     rows: list[tuple[int, int, int, dict[str, Any]]] = []
     for partition, offset, value in _read_to_end(bootstrap, topic, timeout_s, client_config):
-        ev = _usable(value)
+        ev = _event(value)
         if ev is not None:
             rows.append((ev["ts"], partition, offset, ev))
     # rows are in log order per partition, where a user's forget record follows the user's events
@@ -90,18 +88,17 @@ def read_items(
     return {item_id: rec for item_id, (_, _, rec) in latest.items()}
 
 
-def _usable(raw: bytes) -> dict[str, Any] | None:
+def _event(raw: bytes) -> dict[str, Any] | None:
+    """A record as training reads it (its wire form), or None: the event contract refuses it, or it is a skip.
+
+    The trainer learns from what the stream applies: a record the stream dead-letters is skipped. Forget
+    records are kept, for :func:`~model_export.data.datasets.drop_forgotten`, which removes them.
+    """
     try:
-        ev = json.loads(raw)
-    except ValueError:
+        ev = parse_event(raw)
+    except InvalidRecordError:
         return None
-    if isinstance(ev, dict) and ev.get("type") == FORGET and isinstance(ev.get("user_id"), str):
-        return ev if isinstance(ev.get("ts"), int) else None  # kept for drop_forgotten, which removes it
-    if not isinstance(ev, dict) or not all(
-        isinstance(ev.get(f), str if f != "ts" else int) for f in _REQUIRED
-    ):
-        return None
-    return None if ev.get("type") == "skip" else ev
+    return None if ev.type == "skip" else ev.to_dict()
 
 
 def popular_items(
@@ -190,7 +187,7 @@ class MemoryEventLog:
     item_records: list[dict[str, Any]] = field(default_factory=list)
 
     def events(self) -> list[dict[str, Any]]:
-        usable = [dict(e) for e in self.event_records if _usable(json.dumps(e).encode()) is not None]
+        usable = [dict(e) for e in self.event_records if _event(json.dumps(e).encode()) is not None]
         return sorted(drop_forgotten(usable), key=lambda e: e["ts"])
 
     def items(self) -> dict[str, dict[str, Any]]:

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from model_export.data.datasets import DEFAULT_SCENARIO
 from model_export.data.splits import History, Ranker, Split
 from streamrec.config import CUTOFF
+from streamrec.events import DEFAULT_SCENARIO
 
 
 class _Histories:

@@ -18,11 +18,11 @@ from jobs import launcher
 from jobs.producer import EventProducer
 from model_export.artifact.registry import Registry
 from model_export.data.datasets import load_dataset
-from model_export.features import item_text
 from model_export.pipeline import train_and_export_events
 from model_export.train import TrainConfig
 from serving.scorer import Scorer
 from serving.store import connect, decode_recommendations, key
+from streamrec.events import item_text
 
 pytestmark = pytest.mark.e2e
 

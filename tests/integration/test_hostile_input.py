@@ -26,11 +26,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from infra.process import free_port
 from infra.redis_server import RedisServer
 from jobs import launcher
-from jobs.errors import InvalidRecordError
-from jobs.events import MAX_RECORD_BYTES, parse_event, parse_item
 from serving.api import create_app
 from serving.store import MODEL_CURRENT, POPULAR, UserView, connect, encode_recommendations, item_hash, key
 from streamrec.config import Settings
+from streamrec.events import MAX_RECORD_BYTES, InvalidRecordError, parse_event, parse_item
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from model_export.model import ModelConfig
 from model_export.train import TrainConfig
 from model_export.trainer import DECISION_LOG, TrainerResult, run_once
 from serving.store import MODEL_CURRENT, POPULAR, connect
-from streamrec.cli import announce
 from streamrec.config import Settings
+from streamrec.publish import announce
 
 pytestmark = pytest.mark.integration
 

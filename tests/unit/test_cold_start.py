@@ -11,9 +11,10 @@ import torch
 from model_export.cold_start import MIN_FIT_ITEMS, grow_item_table, ridge_predict, text_rows
 from model_export.data.datasets import load_dataset
 from model_export.errors import TextEncoderNotInstalledError
-from model_export.features import TEXT_DIM, encoder_dir, item_text
+from model_export.features import TEXT_DIM, encoder_dir
 from model_export.model import PAD, ModelConfig, SASRec
 from model_export.text_embedding import encode_texts
+from streamrec.events import item_text
 
 SCIFI = [
     "Star Wars (1977) — Action, Adventure, Sci-Fi",

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from jobs.errors import InvalidRecordError
-from jobs.events import (
+from streamrec.events import (
     EVENT_TYPES,
     FORGET,
     MAX_FUTURE_MS,
     MAX_RECORD_BYTES,
     Event,
+    InvalidRecordError,
     Item,
     dead_letter,
     parse_event,

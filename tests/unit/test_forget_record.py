@@ -6,12 +6,11 @@ import json
 
 import pytest
 
-from jobs.errors import InvalidRecordError
-from jobs.events import FORGET, Event, parse_event, validate_event
-from jobs.interest import UserState, apply_event, forgotten, is_forgotten
+from jobs.state import UserState, apply_event, forgotten, is_forgotten
 from model_export.data.datasets import build_sequences, build_timelines, drop_forgotten
 from model_export.data.event_log import MemoryEventLog
 from streamrec.config import JobConfig
+from streamrec.events import FORGET, Event, InvalidRecordError, parse_event, validate_event
 
 NOW = 1_800_000_000_000
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.events import Event
-from jobs.interest import MS_PER_HOUR, RATING_MIDPOINT, TYPE_WEIGHT, UserState, apply_event, event_weight
+from jobs.state import MS_PER_HOUR, RATING_MIDPOINT, TYPE_WEIGHT, UserState, apply_event, event_weight
 from jobs.writer import shard_of
 from streamrec.config import JobConfig
+from streamrec.events import Event
 
 CFG = JobConfig(recent_items=3, max_seen_items=4, interest_half_life_hours=2.0)
 HALF_LIFE_MS = 2 * MS_PER_HOUR

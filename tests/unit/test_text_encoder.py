@@ -18,7 +18,7 @@ from model_export.artifact.contract import PARITY_TOLERANCE, TEXT_META_PREFIX
 from model_export.artifact.text_encoder import PARITY_TEXTS, cache_key, cached_text_encoder, check_text_parity
 from model_export.features import TEXT_DIM, encoder_dir
 from model_export.text_embedding import encode_texts
-from serving.scorer import CPU, CUDA
+from serving.onnx_session import CPU, CUDA
 from serving.text_encoder import TextEncoder, load_tokenizer
 
 TEXTS = [

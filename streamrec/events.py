@@ -1,13 +1,22 @@
-"""What flows on the ``events`` and ``items`` topics: schema, validation, and dead-letter envelopes.
+"""The event contract: what flows on the ``events`` and ``items`` topics, for everyone who reads or writes them.
+
+The stream (``jobs``) parses and dead-letters with it, the producer SDK (``jobs.producer``) refuses invalid
+records with it, the HTTP API (``serving.api``) checks its path ids with its id rule, and the trainer
+(``model_export``) keeps only the events it accepts. It imports nothing else of ours.
 
 An event is one JSON object (key = user id): ``user_id`` (str), ``item_id`` (str),
 ``type`` (view|click|cart|purchase|rating|skip), ``ts`` (epoch ms, event time), optional ``value`` (number),
-``scenario`` (str), ``context`` (object). Unknown fields are kept. A record that fails validation becomes a
-dead-letter record (see :func:`dead_letter`) on ``events.dlq`` holding the original bytes and the reason.
+``scenario`` (str; :data:`DEFAULT_SCENARIO` when absent), ``context`` (object). Unknown fields are kept. A record
+that fails validation becomes a dead-letter record (see :func:`dead_letter`) on ``events.dlq`` holding the
+original bytes and the reason.
 
 One control record shares the topic: ``{"user_id": ..., "type": "forget", "ts": <epoch ms>}`` (no ``item_id``),
 the user's right to be forgotten. Keyed by the user id like the user's events, it is ordered after them; the job
 then clears the user's state and Redis keys, and the trainer's event log drops every earlier event of the user.
+
+The id rule (:func:`id_problem`), one for the stream and the HTTP API: a user or item id is a string of
+1..:data:`MAX_ID_CHARS` characters, not blank, without C0 or C1 control characters (nor DEL), that UTF-8 can
+encode (no lone surrogates).
 """
 
 from __future__ import annotations
@@ -17,20 +26,55 @@ import json
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from jobs.errors import InvalidRecordError
 
 EVENT_TYPES = frozenset({"view", "click", "cart", "purchase", "rating", "skip"})
 # The control record of a user's right to be forgotten (not an action: ``item_id`` is not required).
 FORGET = "forget"
+# The scenario of events that carry none: the stream's interest facets and the trainer's sequences alike.
+DEFAULT_SCENARIO = "default"
 MAX_ID_CHARS = 256
 MAX_SCENARIO_CHARS = 64
 MAX_RECORD_BYTES = 64 * 1024
 # Event time may run ahead of the wall clock by clock skew, not by days: such a ts would poison decay.
 MAX_FUTURE_MS = 24 * 3600 * 1000
 _KNOWN = {"user_id", "item_id", "type", "ts", "value", "scenario", "context"}
+# C0 controls, DEL and C1 controls (U+0085 NEL among them): they break logs, terminals and Redis tooling, and
+# are never part of a real id.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
+# The id rule in words, for error messages and the API's documentation.
+ID_RULE = f"1..{MAX_ID_CHARS} characters, not blank, no control characters"
+
+
+class InvalidRecordError(Exception):
+    """A record that fails the contract: the stream dead-letters it with this reason, the SDK refuses it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def id_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid user or item id, or None when it is one: the stream's and the API's rule.
+
+    Returns:
+        A reason without the field's name, e.g. ``"contains control characters"``; None for a valid id.
+    """
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not value:
+        return "must not be empty"
+    if len(value) > MAX_ID_CHARS:
+        return f"is longer than {MAX_ID_CHARS} characters"
+    if _CONTROL_CHARS.search(value):
+        return "contains control characters"
+    if not value.strip():  # whitespace only (U+0085 NEL, which str.strip takes for one, is a control: above)
+        return "must not be empty"
+    if not _encodes(value):
+        return "is not valid Unicode (lone surrogate)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,24 +108,24 @@ class Event:
 
 def _id(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
-    if not isinstance(value, str):
-        raise InvalidRecordError(f"field '{name}' must be a string, got {type(value).__name__}")
-    if not value or not value.strip():
-        raise InvalidRecordError(f"field '{name}' must not be empty")
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidRecordError(f"field '{name}' is longer than {MAX_ID_CHARS} characters")
-    if any(ord(c) < 32 for c in value):
-        raise InvalidRecordError(f"field '{name}' contains control characters")
-    _encodable(value, name)
-    return value
+    problem = id_problem(value)
+    if problem is None and isinstance(value, str):  # no problem means a str; isinstance tells mypy
+        return value
+    raise InvalidRecordError(f"field '{name}' {problem}")
 
 
-def _encodable(value: str, name: str) -> None:
+def _encodes(value: str) -> bool:
     # JSON escapes can produce lone surrogates, which no UTF-8 key, topic or Redis write accepts.
     try:
         value.encode()
-    except UnicodeEncodeError as exc:
-        raise InvalidRecordError(f"field '{name}' is not valid Unicode (lone surrogate)") from exc
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _encodable(value: str, name: str) -> None:
+    if not _encodes(value):
+        raise InvalidRecordError(f"field '{name}' is not valid Unicode (lone surrogate)")
 
 
 def _reject_constant(name: str) -> None:
@@ -227,3 +271,32 @@ def parse_item(raw: bytes) -> Item:
         raise InvalidRecordError(f"record of {len(raw)} bytes exceeds {MAX_RECORD_BYTES}")
     obj = _loads(raw)
     return validate_item(obj)
+
+
+def item_text(item: Mapping[str, Any]) -> str:
+    """The text that describes an ``items`` topic record to the encoder (empty if it has none).
+
+    ``"<title> (<year>) — <categories>"``, then the record's free ``text`` when it adds something
+    (the data sets' own ``text`` is exactly that head, so it is not repeated). The year comes from
+    ``attributes.year`` (or a top-level ``year``), the categories from ``categories`` (or ``genres``).
+    The trainer embeds these texts, and so does the stream for items the model has not seen.
+
+    Args:
+        item: An ``items`` record: ``title``, optional ``text``, ``categories``, ``attributes``.
+
+    Returns:
+        The text; ``""`` for a record with neither title nor text.
+    """
+    title = str(item.get("title") or "").strip()
+    attributes = item.get("attributes")
+    attributes = attributes if isinstance(attributes, Mapping) else {}
+    year = attributes.get("year", item.get("year"))
+    label = f"{title} ({year})" if title and year is not None and f"({year})" not in title else title
+    cats = [str(c) for c in (item.get("categories") or item.get("genres") or []) if c]
+    head = f"{label} — {', '.join(cats)}" if label and cats else label or ", ".join(cats)
+    text = str(item.get("text") or "").strip()
+    if not text or text == head:
+        return head
+    if head and head in text:
+        return text
+    return f"{head}. {text}" if head else text
