@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import redis
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -251,6 +251,146 @@ async def _on_redis_down(_: Request, exc: Exception) -> JSONResponse:
 # --- the app ---------------------------------------------------------------------------------
 
 
+# Sync handlers: FastAPI runs them in its thread pool, so a slow Redis never blocks the loop. They read
+# Redis, the token and the forget sender from the app's state, which create_app sets.
+router = APIRouter()
+
+
+@router.get(
+    "/v1/users/{user_id:id}/recommendations",
+    response_model=Recommendations,
+    responses=_ERRORS,
+    summary="A user's recommendations",
+    tags=["recommendations"],
+)
+def recommendations(
+    user_id: UserId,
+    store: Store,
+    k: Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K}")] = 10,
+) -> Recommendations:
+    """The user's top-k (`rec:{user_id}`), or the `popular` list for a user without one.
+
+    When neither exists the answer is still 200: no items, source `popular`, and null
+    `model_version` and `computed_at`, so a front-end renders an empty shelf, not an error.
+    Titles come from `item:{item_id}` in one pipelined round trip.
+    """
+    # Both lists in one round trip: the fallback is small and an unknown user costs no extra trip.
+    personal, popular = store.pipeline(transaction=False).get(key("rec", user_id)).get(POPULAR).execute()
+    payload = decode_recommendations(personal)
+    source: Literal["personal", "popular"] = "personal"
+    if payload is None:
+        payload, source = decode_recommendations(popular), "popular"
+    if payload is None:
+        return Recommendations(
+            user_id=user_id, items=[], source=source, model_version=None, computed_at=None
+        )
+    top = payload.get("items", [])[:k]
+    pipe = store.pipeline(transaction=False)
+    for entry in top:
+        pipe.hmget(key("item", str(entry["item_id"])), ["title"])
+    titles = pipe.execute() if top else []
+    return Recommendations(
+        user_id=user_id,
+        items=[
+            RecommendedItem(item_id=str(e["item_id"]), title=_text(t[0]), score=float(e["score"]))
+            for e, t in zip(top, titles, strict=True)
+        ],
+        source=source,
+        model_version=payload.get("model_version"),
+        computed_at=payload.get("computed_at"),
+    )
+
+
+@router.get(
+    "/v1/users/{user_id:id}",
+    response_model=UserView,
+    responses={404: {"model": Error, "description": "no such user"}, **_ERRORS},
+    summary="What the stream knows of a user",
+    tags=["users"],
+)
+def user(user_id: UserId, store: Store) -> UserView:
+    """The user's state view (`user:{user_id}`): event count, last event time, recent items."""
+    view = decode_user(store.hgetall(key("user", user_id)))
+    if view is None:
+        raise HTTPException(404, f"user {user_id!r} is unknown: none of their events reached the stream")
+    return UserView(user_id=user_id, **view)
+
+
+@router.delete(
+    "/v1/users/{user_id:id}",
+    status_code=202,
+    response_model=ForgetScheduled,
+    responses={
+        401: {"model": Error, "description": "no `Authorization: Bearer <api.token>`, or another token"},
+        403: {"model": Error, "description": "writes are disabled: no api.token is set"},
+        **_ERRORS,
+        503: {"model": Unavailable, "description": "Kafka did not take the forget record; retry later"},
+    },
+    summary="Forget a user (right to be forgotten)",
+    tags=["users"],
+    dependencies=[Depends(_writer)],
+)
+def forget_user(user_id: UserId, request: Request) -> ForgetScheduled | JSONResponse:
+    """Schedule the deletion of everything streamrec keeps of the user. Needs the API token.
+
+    A `forget` record goes to the events topic, keyed by the user id so that it follows the user's earlier
+    events. The job then clears the user's state and deletes `rec:{user_id}` and `user:{user_id}` (a later
+    event of the user starts afresh), and training drops every event of the user up to the record.
+    """
+    forget: ForgetSender | None = request.app.state.forget
+    if forget is None:
+        return JSONResponse(
+            status_code=503,
+            content=Unavailable(detail="this API has no Kafka producer for forget records").model_dump(),
+        )
+    try:
+        record = forget(user_id)
+    except Exception as exc:  # noqa: BLE001 - whatever the producer raises (Kafka away, timeout): a clear 503
+        detail = f"could not put the forget record on the events topic ({type(exc).__name__}: {exc}); retry"
+        return JSONResponse(status_code=503, content=Unavailable(detail=detail).model_dump())
+    return ForgetScheduled(user_id=user_id, ts=int(record["ts"]))
+
+
+@router.get(
+    "/v1/items/{item_id:id}",
+    response_model=Item,
+    responses={404: {"model": Error, "description": "no such item"}, **_ERRORS},
+    summary="An item's display fields",
+    tags=["items"],
+)
+def item(item_id: ItemId, store: Store) -> Item:
+    """The item's display fields (`item:{item_id}`): title, categories, text and any others."""
+    fields = decode_item(store.hgetall(key("item", item_id)))
+    if fields is None:
+        raise HTTPException(404, f"item {item_id!r} is not in the catalog")
+    return Item(**{**fields, "item_id": item_id})
+
+
+@router.get(
+    "/v1/metrics/online",
+    response_model=OnlineMetrics,
+    responses={503: _ERRORS[503]},
+    summary="Online hit rate per model version and scenario",
+    tags=["metrics"],
+)
+def online_metrics(store: Store) -> OnlineMetrics:
+    """How often users acted on an item we were recommending them, per model version and scenario."""
+    return OnlineMetrics(model_version=_text(store.get(MODEL_CURRENT)), versions=read_online_metrics(store))
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: _ERRORS[503]},
+    summary="Liveness of the API and Redis",
+    tags=["health"],
+)
+def healthz(store: Store) -> Health:
+    """200 when Redis answers, with the model version in service; 503 when it does not."""
+    _, current = store.pipeline(transaction=False).ping().get(MODEL_CURRENT).execute()
+    return Health(model_version=_text(current))
+
+
 def create_app(
     settings: Settings, redis_client: redis.Redis | None = None, forget: ForgetSender | None = None
 ) -> FastAPI:
@@ -282,136 +422,8 @@ def create_app(
     # ConnectionError covers refused, reset and auth failures; TimeoutError a Redis that hangs.
     app.add_exception_handler(redis.ConnectionError, _on_redis_down)
     app.add_exception_handler(redis.TimeoutError, _on_redis_down)
-
-    # Sync handlers: FastAPI runs them in its thread pool, so a slow Redis never blocks the loop.
-    @app.get(
-        "/v1/users/{user_id:id}/recommendations",
-        response_model=Recommendations,
-        responses=_ERRORS,
-        summary="A user's recommendations",
-        tags=["recommendations"],
-    )
-    def recommendations(
-        user_id: UserId,
-        store: Store,
-        k: Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K}")] = 10,
-    ) -> Recommendations:
-        """The user's top-k (`rec:{user_id}`), or the `popular` list for a user without one.
-
-        When neither exists the answer is still 200: no items, source `popular`, and null
-        `model_version` and `computed_at`, so a front-end renders an empty shelf, not an error.
-        Titles come from `item:{item_id}` in one pipelined round trip.
-        """
-        # Both lists in one round trip: the fallback is small and an unknown user costs no extra trip.
-        personal, popular = store.pipeline(transaction=False).get(key("rec", user_id)).get(POPULAR).execute()
-        payload = decode_recommendations(personal)
-        source: Literal["personal", "popular"] = "personal"
-        if payload is None:
-            payload, source = decode_recommendations(popular), "popular"
-        if payload is None:
-            return Recommendations(
-                user_id=user_id, items=[], source=source, model_version=None, computed_at=None
-            )
-        top = payload.get("items", [])[:k]
-        pipe = store.pipeline(transaction=False)
-        for entry in top:
-            pipe.hmget(key("item", str(entry["item_id"])), ["title"])
-        titles = pipe.execute() if top else []
-        return Recommendations(
-            user_id=user_id,
-            items=[
-                RecommendedItem(item_id=str(e["item_id"]), title=_text(t[0]), score=float(e["score"]))
-                for e, t in zip(top, titles, strict=True)
-            ],
-            source=source,
-            model_version=payload.get("model_version"),
-            computed_at=payload.get("computed_at"),
-        )
-
-    @app.get(
-        "/v1/users/{user_id:id}",
-        response_model=UserView,
-        responses={404: {"model": Error, "description": "no such user"}, **_ERRORS},
-        summary="What the stream knows of a user",
-        tags=["users"],
-    )
-    def user(user_id: UserId, store: Store) -> UserView:
-        """The user's state view (`user:{user_id}`): event count, last event time, recent items."""
-        view = decode_user(store.hgetall(key("user", user_id)))
-        if view is None:
-            raise HTTPException(404, f"user {user_id!r} is unknown: none of their events reached the stream")
-        return UserView(user_id=user_id, **view)
-
-    @app.delete(
-        "/v1/users/{user_id:id}",
-        status_code=202,
-        response_model=ForgetScheduled,
-        responses={
-            401: {"model": Error, "description": "no `Authorization: Bearer <api.token>`, or another token"},
-            403: {"model": Error, "description": "writes are disabled: no api.token is set"},
-            **_ERRORS,
-            503: {"model": Unavailable, "description": "Kafka did not take the forget record; retry later"},
-        },
-        summary="Forget a user (right to be forgotten)",
-        tags=["users"],
-        dependencies=[Depends(_writer)],
-    )
-    def forget_user(user_id: UserId) -> ForgetScheduled | JSONResponse:
-        """Schedule the deletion of everything streamrec keeps of the user. Needs the API token.
-
-        A `forget` record goes to the events topic, keyed by the user id so that it follows the user's earlier
-        events. The job then clears the user's state and deletes `rec:{user_id}` and `user:{user_id}` (a later
-        event of the user starts afresh), and training drops every event of the user up to the record.
-        """
-        if forget is None:
-            return JSONResponse(
-                status_code=503,
-                content=Unavailable(detail="this API has no Kafka producer for forget records").model_dump(),
-            )
-        try:
-            record = forget(user_id)
-        except Exception as exc:  # noqa: BLE001 - whatever the producer raises (Kafka away, timeout): a clear 503
-            detail = f"could not put the forget record on the events topic ({type(exc).__name__}: {exc}); retry"
-            return JSONResponse(status_code=503, content=Unavailable(detail=detail).model_dump())
-        return ForgetScheduled(user_id=user_id, ts=int(record["ts"]))
-
-    @app.get(
-        "/v1/items/{item_id:id}",
-        response_model=Item,
-        responses={404: {"model": Error, "description": "no such item"}, **_ERRORS},
-        summary="An item's display fields",
-        tags=["items"],
-    )
-    def item(item_id: ItemId, store: Store) -> Item:
-        """The item's display fields (`item:{item_id}`): title, categories, text and any others."""
-        fields = decode_item(store.hgetall(key("item", item_id)))
-        if fields is None:
-            raise HTTPException(404, f"item {item_id!r} is not in the catalog")
-        return Item(**{**fields, "item_id": item_id})
-
-    @app.get(
-        "/v1/metrics/online",
-        response_model=OnlineMetrics,
-        responses={503: _ERRORS[503]},
-        summary="Online hit rate per model version and scenario",
-        tags=["metrics"],
-    )
-    def online_metrics(store: Store) -> OnlineMetrics:
-        """How often users acted on an item we were recommending them, per model version and scenario."""
-        return OnlineMetrics(model_version=_text(store.get(MODEL_CURRENT)), versions=read_online_metrics(store))
-
-    @app.get(
-        "/healthz",
-        response_model=Health,
-        responses={503: _ERRORS[503]},
-        summary="Liveness of the API and Redis",
-        tags=["health"],
-    )
-    def healthz(store: Store) -> Health:
-        """200 when Redis answers, with the model version in service; 503 when it does not."""
-        _, current = store.pipeline(transaction=False).ping().get(MODEL_CURRENT).execute()
-        return Health(model_version=_text(current))
-
+    app.state.forget = forget
+    app.include_router(router)
     return app
 
 

@@ -4,8 +4,8 @@ Everything about shapes, padding and the item index comes from the artifact's co
 (:mod:`model_export.artifact.contract`), never from constants here. The artifact's graph gives user vectors
 (B, d); a second graph, built here from the artifact's item matrix, scores them against every item
 (B, N + 1) and keeps the top k + (most items one user excludes) per user (MatMul + Add + TopK), so the
-score matrix never reaches numpy: at 1M items and batches of 16-256, 5-10x faster than numpy's matmul +
-argpartition (``bench/scorer.py``), and it runs on the GPU too. Users are scored in chunks of at most
+score matrix never reaches numpy (its matmul + argpartition copy the whole (B, N + 1) matrix; compare with
+``bench/scorer.py``), and it runs on the GPU too. Users are scored in chunks of at most
 :data:`MAX_SCORE_BYTES` of scores (:data:`MAX_SCORE_BYTES_CUDA` on a GPU).
 
 Execution provider: CUDA when onnxruntime offers it *and* a warm-up run on it succeeds, else

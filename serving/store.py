@@ -7,7 +7,7 @@
 | ``item:{item_id}`` | hash | ``title`` and the other display fields (``categories`` as a JSON list) |
 | ``popular`` | string | same JSON as ``rec:{user}``: the fallback for users with no personal list |
 | ``model:current`` | string | the model version in service |
-| ``model:history`` | list | JSON ``{"version", "promoted_at"}`` of earlier promotions, newest first |
+| ``model:history`` | list | JSON ``{"version", "replaced_at"}`` of the versions served before, newest first |
 | ``metrics:online`` | hash | field JSON ``[model_version, scenario, counter]`` -> count (``actions``, ``hits@10``...) |
 
 :func:`wait_for_events` is how a replay (the demos, the benchmarks) waits for the job: ``user:{id}.events``.

@@ -31,7 +31,7 @@ from model_export.features import MAX_TOKENS, TEXT_DIM, encoder_dir
 from serving.onnx_session import inference_session
 
 # Texts per onnxruntime call, sorted by length first so that a batch pads little. 64 amortises the call
-# (1.4-1.7x the items/s of one text per call, bench/text_adapter.py) while a batch of 256-token texts keeps
+# (``bench/text_adapter.py`` measures it against one text per call) while a batch of 256-token texts keeps
 # its attention scores at ~200 MB (64 x 12 heads x 256 x 256 float32).
 BATCH_SIZE = 64
 TOKENIZER_FILE = "tokenizer.json"

@@ -344,11 +344,18 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (its subcommands are a contract: see ARCHITECTURE.md)."""
+    """The argument parser (its subcommands are a contract: see docs/architecture.md)."""
     p = argparse.ArgumentParser(prog="streamrec", description="streaming real-time recommender")
     p.add_argument("--config", help="YAML config file (default: $STREAMREC_CONFIG, then built-in defaults)")
     sub = p.add_subparsers(dest="cmd", required=True)
+    for add in (_stack_commands, _event_commands, _model_commands, _job_commands, _read_side_commands,
+                _tool_commands):
+        add(sub)
+    return p
 
+
+def _stack_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The local stack: ``up``, ``down``, ``status``."""
     s = sub.add_parser("up", help="start the local stack (Kafka, Redis; --cluster adds a standalone Flink)")
     s.add_argument("--cluster", action="store_true", help="also start a JobManager + TaskManager")
     s.set_defaults(func=cmd_up)
@@ -357,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
+
+def _event_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """What goes on the events topic: ``produce``, ``replay``, ``users forget``."""
     s = sub.add_parser("produce", help="send one event")
     s.add_argument("--user", required=True)
     s.add_argument("--item", required=True)
@@ -372,6 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-items", action="store_true", help="do not send the catalog to the items topic")
     s.set_defaults(func=cmd_replay)
 
+    s = sub.add_parser("users", help="users' data: the right to be forgotten")
+    usub = s.add_subparsers(dest="users_cmd", required=True)
+    u = usub.add_parser(
+        "forget",
+        help="forget a user: a `forget` record on the events topic (keyed by the user, after their events); the job "
+        "clears the user's state and Redis keys, and training drops the user's earlier events",
+    )
+    u.add_argument("user_id")
+    u.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_users)
+
+
+def _model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The learning side: ``train``, ``models``, ``trainer``, ``eval``."""
     from streamrec.run_options import add_run_options, cold_exposure_option
 
     s = sub.add_parser("train", help="train, evaluate, export and register a model version")
@@ -414,6 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_trainer)
 
+    s = sub.add_parser(
+        "eval",
+        help="offline evaluation: our model and the baselines, full ranking, seen items excluded",
+        description="Main run: the literature protocol after a k-core filter (--core). Cold run: the same cases, "
+        "trained again with every event of a seeded 10%% of the items hidden (--cold-fraction, --no-cold).",
+    )
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--protocol", choices=["loo", "time"], default="loo")
+    add_run_options(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+
+def _job_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The interest job: ``job start|stop|status``."""
     s = sub.add_parser("job", help="the interest job")
     jsub = s.add_subparsers(dest="job_cmd", required=True)
     j = jsub.add_parser("start")
@@ -436,33 +475,16 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_job)
 
-    s = sub.add_parser(
-        "eval",
-        help="offline evaluation: our model and the baselines, full ranking, seen items excluded",
-        description="Main run: the literature protocol after a k-core filter (--core). Cold run: the same cases, "
-        "trained again with every event of a seeded 10%% of the items hidden (--cold-fraction, --no-cold).",
-    )
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--protocol", choices=["loo", "time"], default="loo")
-    add_run_options(s)
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("users", help="users' data: the right to be forgotten")
-    usub = s.add_subparsers(dest="users_cmd", required=True)
-    u = usub.add_parser(
-        "forget",
-        help="forget a user: a `forget` record on the events topic (keyed by the user, after their events); the job "
-        "clears the user's state and Redis keys, and training drops the user's earlier events",
-    )
-    u.add_argument("user_id")
-    u.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_users)
-
+def _read_side_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The read side: ``serve``, the HTTP API for front-ends."""
     s = sub.add_parser("serve", help="the HTTP API for front-ends")
     s.add_argument("--port", type=int)
     s.set_defaults(func=cmd_serve)
 
+
+def _tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The tools: ``bench``, ``demo``."""
     s = sub.add_parser("bench", help="a benchmark under bench/ (table + bench/results/NAME.json)")
     s.add_argument("name")
     s.add_argument("--json", action="store_true")
@@ -482,7 +504,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=int, default=250, help="--loop: events/s of the replay after the bootstrap")
     s.add_argument("--bootstrap", type=float, default=0.2, help="--loop: share of the events the first model sees")
     s.set_defaults(func=cmd_demo)
-    return p
 
 
 # Our packages log progress (training epochs, trainer decisions, exports) at INFO; other libraries' only warnings.

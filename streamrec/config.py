@@ -56,7 +56,8 @@ class FlinkConfig(_Section):
     # None: the embedded MiniCluster; else the REST address of a Flink cluster to submit to.
     cluster: str | None = None
     parallelism: int = Field(1, ge=1)
-    # thread mode calls Python in the JVM's thread: ~5-10x the events/s of process mode here.
+    # thread mode calls Python in the JVM's thread (no inter-process hop); process mode runs it in a worker
+    # process (pandas UDFs and Python AsyncFunction need it). docs/performance.md compares the two.
     python_execution_mode: Literal["thread", "process"] = "thread"
     checkpoint_interval_ms: int = Field(5000, ge=100)
     # "none" makes a failure surface at once (tests of bounded inputs); a served job retries with backoff.
@@ -86,7 +87,7 @@ class JobConfig(_Section):
     # How often the writer looks for a newly promoted model (the hot-swap delay).
     model_check_interval_s: float = Field(2.0, gt=0)
     # onnxruntime threads of the writer's scorer. The job already keeps the cores busy (JVM, Python), and the
-    # default pool (one spinning thread per core) burnt ~half a core: 38.5 -> 9.7 ms CPU per 33-user batch at 1.
+    # default pool (one spinning thread per core) spins on cores the job needs for itself.
     scorer_threads: int = Field(1, ge=1)
     dlq_reason_max_chars: int = Field(500, ge=20)
     # Redis writes from the stream (writer, catalog) retry with exponential backoff from the initial delay,

@@ -41,11 +41,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from jobs import launcher
     from jobs.producer import EventProducer, replay
     from model_export.data.datasets import load_dataset
-    from model_export.data.event_log import read_events, read_items
-    from model_export.pipeline import train_and_export_events
-    from model_export.train import TrainConfig
-    from serving.store import connect, decode_user, key, wait_for_events
-    from streamrec.publish import publish, registry
+    from serving.store import connect, wait_for_events
 
     limit = args.limit or int(os.environ.get("STREAMREC_DEMO_LIMIT", "0")) or None
     epochs = int(os.environ.get("STREAMREC_DEMO_EPOCHS", "0")) or None
@@ -68,24 +64,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         print(f"sent {len(data.items)} items and {sent} events in {time.monotonic() - t0:.1f}s")
 
         _step(3, "train from the event log read back from Kafka; export to ONNX; register; promote")
-        log_events = read_events(s.kafka.bootstrap, s.kafka.events_topic)
-        # The catalog read back too: item texts feed the model's text tower (and new items' rows).
-        catalog = read_items(s.kafka.bootstrap, s.kafka.items_topic)
-        cfg = TrainConfig(epochs=epochs) if epochs else TrainConfig()
-        artifact = train_and_export_events(
-            log_events, s.run_dir / "artifacts", name=args.dataset, config=cfg, catalog=catalog
-        )
-        version = publish(s, artifact, promote=True, events=log_events)
-        metrics = json.loads((registry(s).path(version) / "contract.json").read_text())["metrics"]
-        print(
-            f"model {version} in service. Offline metrics (full ranking over all items, seen items excluded):"
-        )
-        recall, ndcg = f"recall@{CUTOFF}", f"ndcg@{CUTOFF}"
-        print(f"  {'protocol':10} {'model':12} {f'Recall@{CUTOFF}':>10} {f'NDCG@{CUTOFF}':>10} {'MRR':>8}")
-        for protocol in ("time", "loo"):
-            for name, m in metrics[protocol].items():
-                if isinstance(m, dict) and recall in m:
-                    print(f"  {protocol:10} {name:12} {m[recall]:10.4f} {m[ndcg]:10.4f} {m['mrr']:8.4f}")
+        log_events = _train_and_publish(s, args.dataset, epochs)
 
         _step(
             4,
@@ -118,18 +97,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         print(f"unknown user -> source={unknown['source']}: {[i['title'] for i in unknown['items']]}")
 
         _step(6, "live: a new event changes the user's recommendations within seconds")
-        u = shown[0]
-        before = json.loads(r.get(key("rec", u)) or "{}").get("items", [])
-        fresh = next(i["item_id"] for i in (before or [{"item_id": data.items[0]["item_id"]}]))
-        last_ts = decode_user(r.hgetall(key("user", u)))["last_ts"]  # type: ignore[index]
-        t0 = time.monotonic()
-        with EventProducer(s.kafka.bootstrap, s.kafka.events_topic) as p:
-            p.send({"user_id": u, "item_id": fresh, "type": "rating", "value": 5.0, "ts": last_ts + 1000})
-        took = wait_for_events(r, {u: want[u] + 1}, 60, 0.02)
-        print(
-            f"user {u} rated {titles.get(fresh, fresh)!r}; Redis updated {took * 1000:.0f} ms after the send"
-        )
-        _show_user(base, u, [*by_user[u], fresh], titles)
+        _live_update(s, r, base, shown[0], want[shown[0]], by_user[shown[0]], titles, data.items[0]["item_id"])
         print(f"\ndemo done. Stack state in {s.run_dir}; API log {s.run_dir / 'api.log'}")
         return 0
     finally:
@@ -138,6 +106,58 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             print(f"stack left running: streamrec --config {config_path} down")
         else:
             stack.down(s, say=lambda *_: None)
+
+
+def _train_and_publish(s: Settings, dataset: str, epochs: int | None) -> list[dict[str, Any]]:
+    """Train on the event log and catalog read back from Kafka, publish it, print its offline metrics.
+
+    Returns:
+        The events read back (the model's training data).
+    """
+    from model_export.data.event_log import read_events, read_items
+    from model_export.pipeline import train_and_export_events
+    from model_export.train import TrainConfig
+    from streamrec.publish import publish, registry
+
+    log_events = read_events(s.kafka.bootstrap, s.kafka.events_topic)
+    # The catalog read back too: item texts feed the model's text tower (and new items' rows).
+    catalog = read_items(s.kafka.bootstrap, s.kafka.items_topic)
+    cfg = TrainConfig(epochs=epochs) if epochs else TrainConfig()
+    artifact = train_and_export_events(log_events, s.run_dir / "artifacts", name=dataset, config=cfg, catalog=catalog)
+    version = publish(s, artifact, promote=True, events=log_events)
+    metrics = json.loads((registry(s).path(version) / "contract.json").read_text())["metrics"]
+    print(f"model {version} in service. Offline metrics (full ranking over all items, seen items excluded):")
+    recall, ndcg = f"recall@{CUTOFF}", f"ndcg@{CUTOFF}"
+    print(f"  {'protocol':10} {'model':12} {f'Recall@{CUTOFF}':>10} {f'NDCG@{CUTOFF}':>10} {'MRR':>8}")
+    for protocol in ("time", "loo"):
+        for name, m in metrics[protocol].items():
+            if isinstance(m, dict) and recall in m:
+                print(f"  {protocol:10} {name:12} {m[recall]:10.4f} {m[ndcg]:10.4f} {m['mrr']:8.4f}")
+    return log_events
+
+
+def _live_update(
+    s: Settings,
+    r: Any,
+    base: str,
+    user: str,
+    applied: int,
+    history: list[str],
+    titles: dict[str, str],
+    fallback_item: str,
+) -> None:
+    """Send the user one new rating (their top recommendation) and time it until Redis has applied it."""
+    from jobs.producer import EventProducer
+    from serving.store import decode_user, key, wait_for_events
+
+    before = json.loads(r.get(key("rec", user)) or "{}").get("items", [])
+    fresh = next(i["item_id"] for i in (before or [{"item_id": fallback_item}]))
+    last_ts = decode_user(r.hgetall(key("user", user)))["last_ts"]  # type: ignore[index]
+    with EventProducer(s.kafka.bootstrap, s.kafka.events_topic) as p:
+        p.send({"user_id": user, "item_id": fresh, "type": "rating", "value": 5.0, "ts": last_ts + 1000})
+    took = wait_for_events(r, {user: applied + 1}, 60, 0.02)
+    print(f"user {user} rated {titles.get(fresh, fresh)!r}; Redis updated {took * 1000:.0f} ms after the send")
+    _show_user(base, user, [*history, fresh], titles)
 
 
 def _healthy(base: str) -> bool:
