@@ -41,7 +41,8 @@ def _git(*args: str) -> str | None:
 
 def provenance() -> dict[str, Any]:
     """The command, code version and machine a result comes from."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Result files themselves do not make the code dirty (a series of benchmarks rewrites them one by one).
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     program = ["python", "-m", spec.name] if spec is not None else [Path(sys.argv[0]).name]
     return {
