@@ -200,3 +200,14 @@ def test_state_survives_pickle_and_an_older_pickle_gets_new_fields_defaults() ->
     older = {**old, "recent": [(ts, item) for ts, item, _ in state.recent]}
     restored.__setstate__((None, older))
     assert restored.recent_scenarios() == ["default", "default"] and restored.recent_items() == ["a", "b"]
+
+
+def test_a_state_pickled_under_its_old_module_path_still_restores() -> None:
+    """Checkpoints taken before jobs/state.py existed name jobs.interest.UserState; they must still load."""
+    import pickle
+
+    state = run(ev("a", T0, scenario="app"), ev("b", T0 + 1))
+    data = pickle.dumps(state, protocol=2)  # protocol 2 names the class as text: "c<module>\n<name>\n"
+    assert b"cjobs.state\nUserState\n" in data
+    old = data.replace(b"cjobs.state\nUserState\n", b"cjobs.interest\nUserState\n")
+    assert pickle.loads(old) == state
