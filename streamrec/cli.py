@@ -325,8 +325,11 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.name not in available:
         print(f"error: no benchmark {args.name!r}; available: {', '.join(available)}", file=sys.stderr)
         return 2
-    # argparse.REMAINDER keeps the "--" that separates the benchmark's own options: the benchmark must not see it.
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    # argparse.REMAINDER takes everything after NAME (`--json` too) and keeps the "--" that separates the
+    # benchmark's own options when something precedes it: the benchmark must not see that separator.
+    rest = list(args.rest)
+    if "--" in rest:
+        rest.remove("--")
     # `python -m bench.NAME` from the checkout: bench/ is a package of the repository, not of the install.
     command = [sys.executable, "-m", f"bench.{args.name}", *(["--json"] if args.json else []), *rest]
     env = {**os.environ, **({"STREAMREC_CONFIG": str(Path(args.config).resolve())} if args.config else {})}

@@ -207,6 +207,16 @@ def test_quality_bench_writes_its_results(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(made["git_commit"] or "") == 40
 
 
+def test_bench_json_leaves_stdout_to_the_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`streamrec bench NAME --json -- OPTIONS`: stdout is the result document alone, the table goes to stderr."""
+    out = tmp_path / "quality.json"
+    opts = ["--datasets", "ml-100k", "--protocols", "loo", "--models", "popularity", "--out", str(out)]
+    assert main(["bench", "quality", "--json", "--", *opts]) == 0
+    captured = capfd.readouterr()
+    assert json.loads(captured.out) == json.loads(out.read_text())
+    assert "popularity" in captured.err  # the table
+
+
 def test_run_options_reach_both_neural_models() -> None:
     import argparse
 
