@@ -197,7 +197,7 @@ def cmd_trainer(settings: Settings, args: argparse.Namespace) -> int:
     from model_export.data.event_log import KafkaEventLog
     from model_export.trainer import run_forever, run_once
     from streamrec.config import TrainerConfig
-    from streamrec.publish import publish, registry
+    from streamrec.publish import announce, registry
 
     overrides = {"interval_s": args.interval_s, "min_new_events": args.min_new_events}
     try:
@@ -214,7 +214,7 @@ def cmd_trainer(settings: Settings, args: argparse.Namespace) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
 
     def promoted(version: str, events: Any) -> None:
-        publish(settings, version=version, events=events)  # the trainer registered and promoted it
+        announce(settings, version, events)  # the trainer registered and promoted it
 
     options: dict[str, Any] = {"on_promote": promoted, "work_dir": work_dir, "source": k.events_topic}
     if args.once:

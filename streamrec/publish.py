@@ -1,7 +1,7 @@
 """Put a model version in front of users: register it in the registry, promote it, announce it in Redis.
 
-``streamrec train --promote``, ``streamrec demo`` and the periodic trainer's promotions (``streamrec trainer``)
-all go through :func:`publish`; ``streamrec models promote|rollback`` announce with :func:`announce`.
+``streamrec train --promote`` and ``streamrec demo`` go through :func:`publish`; the periodic trainer registers
+and promotes its candidates itself and, like ``streamrec models promote|rollback``, announces with :func:`announce`.
 """
 
 from __future__ import annotations
@@ -54,39 +54,21 @@ def announce(settings: Settings, version: str, events: Events | None = None) -> 
         log.warning("note: model:current not updated in Redis (%s); the job reads the registry itself", exc)
 
 
-def publish(
-    settings: Settings,
-    artifact: Path | None = None,
-    *,
-    version: str | None = None,
-    promote: bool = False,
-    events: Events | None = None,
-) -> str:
-    """Register an artifact, promote it if asked, and announce a version in service; returns the version.
+def publish(settings: Settings, artifact: Path, *, promote: bool = False, events: Events | None = None) -> str:
+    """Register an artifact and, with ``promote``, put it in service and announce it; returns its version.
 
     Args:
         settings: The registry (``models.registry_dir``) and Redis of the configuration.
-        artifact: An exported artifact folder to register (the registry verifies it first). Registered
-            without ``promote``, it is not announced.
-        version: Instead of an artifact, a version the registry already holds; without ``promote`` it is
-            taken as in service (the periodic trainer registers and promotes its candidates itself), and
-            announced.
-        promote: Put the version in service, then announce it.
-        events: The events the version was trained on, for the ``popular`` fallback (see :func:`announce`).
+        artifact: An exported artifact folder (the registry verifies it first).
+        promote: Put the version in service, then announce it (:func:`announce`).
+        events: The events the version was trained on, for the ``popular`` fallback.
 
     Raises:
-        ValueError: neither or both of ``artifact`` and ``version``.
         model_export.errors.ArtifactError: the registry refuses the artifact or the promotion.
     """
     reg = registry(settings)
-    if artifact is not None and version is None:
-        version = reg.publish(artifact)
-        if not promote:
-            return version
-    elif artifact is not None or version is None:
-        msg = "publish() takes an artifact folder or a registered version, not both or neither"
-        raise ValueError(msg)
+    version = reg.publish(artifact)
     if promote:
-        version = reg.promote(version)
-    announce(settings, version, events)
+        reg.promote(version)
+        announce(settings, version, events)
     return version
