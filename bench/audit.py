@@ -18,6 +18,8 @@ class AuditLog:
     def __init__(self, bootstrap: str, topic: str, keep_records: bool = True) -> None:
         self.bootstrap, self.topic, self.keep_records = bootstrap, topic, keep_records
         self.records: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        # The records of recommendation writes only (``scored``; a record without the flag wrote both).
+        self.scored: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self.high: dict[str, int] = defaultdict(int)  # user -> most events seen in one record
         self.consumed = 0
         self.error: BaseException | None = None
@@ -44,6 +46,8 @@ class AuditLog:
                         user, events = rec["user_id"], int(rec["events"])
                         if self.keep_records:
                             self.records[user].append((int(rec["written_at"]), events))
+                            if rec.get("scored", True):
+                                self.scored[user].append((int(rec["written_at"]), events))
                         if events > self.high[user]:
                             self.high[user] = events
                         self.consumed += 1

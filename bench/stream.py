@@ -72,10 +72,13 @@ def quiet(*_: object) -> None:
     """A ``say`` that says nothing."""
 
 
-def variant_settings(s: Settings, name: str, mode: str, scoring: bool, run_dir: Path, **kafka: str) -> Settings:
-    """The job's settings for one run: execution mode, its own consumer group, a registry with or without a model."""
+def variant_settings(
+    s: Settings, name: str, mode: str, scoring: bool, run_dir: Path, design: str = "jvm", **kafka: str
+) -> Settings:
+    """The job's settings for one run: design, execution mode, own consumer group, registry with or without a model."""
     return s.model_copy(
         update={
+            "job": s.job.model_copy(update={"design": design}),
             "flink": s.flink.model_copy(update={"python_execution_mode": mode}),
             "kafka": s.kafka.model_copy(update={"consumer_group": f"bench-{name}", **kafka}),
             "models": s.models.model_copy(update={"registry_dir": str(run_dir / ("models" if scoring else "none"))}),
@@ -117,16 +120,24 @@ def machine_ticks() -> tuple[int, int]:
 
 
 class CpuMeter:
-    """CPU use of named processes and of the whole machine between :meth:`start` and :meth:`stop`, in % of a core."""
+    """CPU use of named processes and of the whole machine between :meth:`start` and :meth:`stop`, in % of a core.
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+    With ``jvm`` (the job's JVM pid), also per Flink task (thread names from ``jstack``: one task thread per chain
+    of operators; in thread mode the Python writer runs on its task's thread) in :attr:`stages`.
+    """
+
+    def __init__(self, pids: dict[str, int | None], jvm: int | None = None) -> None:
         self.pids = pids
+        self.jvm = jvm
         self.before: dict[str, int] = {}
+        self.threads0: dict[int, tuple[str, int]] = {}
+        self.stages: dict[str, float] = {}
         self.t0 = 0.0
         self.machine0 = (0, 0)
 
     def start(self) -> None:
         self.before = {name: process_ticks(pid) for name, pid in self.pids.items()}
+        self.threads0 = thread_ticks(self.jvm) if self.jvm else {}
         self.t0, self.machine0 = time.monotonic(), machine_ticks()
 
     def stop(self) -> dict[str, float]:
@@ -138,7 +149,25 @@ class CpuMeter:
         cores = os.cpu_count() or 1
         out["machine"] = round((busy - self.machine0[0]) / max(total - self.machine0[1], 1) * 100 * cores, 1)
         out["others"] = round(out["machine"] - sum(v for k, v in out.items() if k != "machine"), 1)
+        if self.jvm:
+            self.stages = task_cpu(self.jvm, self.threads0, elapsed)
         return out
+
+
+def task_cpu(jvm: int, before: dict[int, tuple[str, int]], elapsed: float) -> dict[str, float]:
+    """% of a core per Flink task of the JVM since ``before`` (other JVM threads summed as ``jvm other``)."""
+    after = thread_ticks(jvm)
+    dump = subprocess.run(["jstack", str(jvm)], capture_output=True, text=True, check=False).stdout
+    names = {int(m.group(2), 16): m.group(1) for m in re.finditer(r'^"(.+?)".*?nid=0x([0-9a-f]+)', dump, re.M)}
+    hz = os.sysconf("SC_CLK_TCK")
+    out: Counter[str] = Counter()
+    for tid, (comm, ticks) in after.items():
+        cpu = (ticks - before.get(tid, (comm, 0))[1]) / hz / elapsed * 100
+        name = names.get(tid, "")
+        # Task threads: "<chain of operator names> (1/2)#0"; onnxruntime's threads are native (no Java name).
+        task = re.sub(r" \(\d+/\d+\)#\d+$", "", name) if re.search(r"\(\d+/\d+\)#\d+$", name) else ""
+        out[task or ("scorer threads (native)" if not name else "jvm other")] += cpu
+    return {k: round(v, 1) for k, v in out.most_common()}
 
 
 def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
@@ -231,41 +260,57 @@ def profile_jvm(jvm: int, out: Path, seconds: float, rate: int = 100) -> dict[st
 
 
 def run_variant(
-    s: Settings, name: str, mode: str, scoring: bool, want: Counter[str], run_dir: Path, catalog: list[str]
+    s: Settings, name: str, mode: str, scoring: bool, want: Counter[str], run_dir: Path, catalog: list[str],
+    design: str = "jvm",
 ) -> dict[str, Any]:
-    """One job run over the whole topic; returns its events/s.
+    """One job run over the whole topic; returns its events/s and the job's CPU per event.
 
     The clock starts at the first user written to Redis once every catalog item is (``item:{id}``), so the
-    job's start-up burst of catalog upserts is not counted against the events.
+    job's start-up burst of catalog upserts is not counted against the events. With scoring, it also waits
+    (at most 30 s) for every user's ``rec:{id}``: the scorer may lag the state path by a bounded staleness.
     """
     item_keys = [key("item", i) for i in catalog]
-    v = variant_settings(s, name, mode, scoring, run_dir)
+    v = variant_settings(s, name, mode, scoring, run_dir, design)
     r = connect(v.redis.url)
     r.flushdb()
     config = dump_config(v, run_dir / f"{name}.yaml")
     total = sum(want.values())
-    launcher.start(v, str(config), say=quiet, timeout=300, resume=False)
+    job = launcher.start(v, str(config), say=quiet, timeout=300, resume=False)
+    jvm = job_jvm(job["pid"])
     try:
-        first: tuple[float, int] | None = None  # (when, events applied) at the first poll that counts
+        first: tuple[float, int, int] | None = None  # (when, events applied, JVM CPU ticks) at the first poll
         now, done = 0.0, 0
 
         def polled(applied: int) -> None:
             nonlocal first, now, done
             now, done = time.monotonic(), applied
             if applied and first is None and (not item_keys or r.exists(*item_keys) == len(item_keys)):
-                first = now, applied
+                first = now, applied, process_ticks(jvm)
 
         wait_for_events(r, want, math.inf, 0.05, on_poll=polled)
+        ticks = process_ticks(jvm)
         if first is None:  # everything applied before the catalog was: too few events to time
-            first = now, done
-        first_at, first_done = first
+            first = now, done, ticks
+        first_at, first_done, first_ticks = first
         seconds = max(now - first_at, 1e-9)
-        recs = sum(1 for u in want if r.exists(key("rec", u)))
-        return {"variant": name, "mode": mode, "scoring": scoring, "events": total - first_done,
-                "seconds": round(seconds, 2), "events_per_s": round((total - first_done) / seconds),
-                "users_with_recs": recs}
+        events = max(total - first_done, 1)
+        cpu_s = (ticks - first_ticks) / os.sysconf("SC_CLK_TCK")
+        recs, deadline = 0, time.monotonic() + (30 if scoring else 0)
+        while True:
+            recs = sum(r.exists(*[key("rec", u) for u in chunk]) for chunk in _chunks(list(want), 500))
+            if recs == len(want) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return {"variant": name, "design": design, "mode": mode, "scoring": scoring, "events": total - first_done,
+                "seconds": round(seconds, 2), "events_per_s": round(events / seconds),
+                "job_cpu_pct": round(cpu_s / seconds * 100, 1), "job_cpu_us_per_event": round(cpu_s * 1e6 / events, 1),
+                "users_with_recs": recs, "recs_complete_after_s": round(time.monotonic() - now, 2)}
     finally:
         launcher.stop(v, say=quiet)
+
+
+def _chunks(xs: list[str], n: int) -> list[list[str]]:
+    return [xs[i : i + n] for i in range(0, len(xs), n)]
 
 
 # --------------------------------------------------------------------------------------------- fixed rates
@@ -342,11 +387,13 @@ def paced_send(
     Path(out).with_suffix(".json").write_text(json.dumps(info))
 
 
-def freshness(sent: dict[str, list[float]], audit: AuditLog) -> tuple[list[float], list[float]]:
+def freshness(
+    sent: dict[str, list[float]], records: dict[str, list[tuple[int, int]]]
+) -> tuple[list[float], list[float]]:
     """Per event (send time, written_at in s; NaN when never written), matched per user by event index."""
     send_t, write_t = [], []
     for user, times in sent.items():
-        recs = sorted(audit.records.get(user, ()))
+        recs = sorted(records.get(user, ()))
         written = [w / 1000 for w, _ in recs]
         reach, high = [], 0
         for _, events in recs:  # most events seen by each record (in written order)
@@ -414,9 +461,14 @@ def run_rate(
     time.sleep(0.5)  # the last audit records of the phase
     if sampler is not None:
         sampler.join(timeout=120)
-    send_t, write_t = (np.array(a) for a in freshness(per_user, audit))
+    send_t, write_t = (np.array(a) for a in freshness(per_user, audit.records))
     ok = ~np.isnan(write_t)
     fresh_ms = (write_t[ok] - send_t[ok]) * 1000
+    # The same for rec:{id}: the first recommendation write that had seen the event (coalesced: it may lag).
+    rec_send, rec_write = (np.array(a) for a in freshness(per_user, audit.scored))
+    rec_ok = ~np.isnan(rec_write)
+    rec_ms = (rec_write[rec_ok] - rec_send[rec_ok]) * 1000
+    scored_at = np.sort(np.array([w / 1000 for u in per_user for w, _ in audit.scored.get(u, ())]))
     first_send, last_send = float(sent_at.min()), float(sent_at.max())
     writes = np.sort(write_t[ok])
     last_write = float(writes[-1]) if len(writes) else float("nan")
@@ -429,8 +481,11 @@ def run_rate(
     last_event = int(np.argmax(send_t))
     span = float(writes[-1] - writes[0]) if len(writes) > 1 else float("nan")
 
-    def pct(q: float) -> float | None:
-        return round(float(np.percentile(fresh_ms, q)), 1) if len(fresh_ms) else None
+    def pct(q: float, ms: np.ndarray = fresh_ms) -> float | None:
+        return round(float(np.percentile(ms, q)), 1) if len(ms) else None
+
+    scored_span = float(scored_at[-1] - scored_at[0]) if len(scored_at) > 1 else float("nan")
+    sent_rate = (n - 1) / (last_send - first_send) if n > 1 and last_send > first_send else rate
 
     return {
         "label": label,
@@ -440,6 +495,11 @@ def run_rate(
         "p99_ms": pct(99),
         "max_ms": pct(100),
         "mean_ms": round(float(fresh_ms.mean()), 1) if len(fresh_ms) else None,
+        "rec_p50_ms": pct(50, rec_ms),
+        "rec_p99_ms": pct(99, rec_ms),
+        "rec_matched": int(rec_ok.sum()),
+        "users_scored": len(scored_at),
+        "users_scored_per_s": round((len(scored_at) - 1) / scored_span) if scored_span > 0 else None,
         "sent": n,
         "matched": int(ok.sum()),
         "users": len(per_user),
@@ -452,6 +512,11 @@ def run_rate(
         "drain_s": round(last_write - last_send, 2) if drained else None,
         "drained": drained,
         "cpu_pct_while_sending": cpu,
+        # CPU time per event sent while sending (a core's % / events per second).
+        "cpu_us_per_event": {k: round(v / 100 * 1e6 / sent_rate, 1) for k, v in cpu.items()} if cpu else {},
+        "task_cpu_pct_while_sending": dict(meter.stages) if meter is not None else {},
+        "task_cpu_us_per_event": {k: round(v / 100 * 1e6 / sent_rate, 1) for k, v in meter.stages.items()}
+        if meter is not None else {},
         **({"profile": prof} if profile is not None else {}),
         "lag_timeline": [[round(float(g - first_send), 1), int(x)] for g, x in zip(grid, lag, strict=True)],
     }
@@ -476,8 +541,9 @@ def run_rates(
     launcher.start(v, str(dump_config(v, run_dir / "rates.yaml")), say=quiet, timeout=300, resume=False)
     rows = []
     services = stack.read_state(v)
-    meter = CpuMeter({"job": job_jvm(launcher.status(v)["pids"][0]), "kafka": services["kafka"]["pid"],
-                      "redis": services["redis"]["pid"], "bench": os.getpid()})
+    jvm = job_jvm(launcher.status(v)["pids"][0])
+    meter = CpuMeter({"job": jvm, "kafka": services["kafka"]["pid"], "redis": services["redis"]["pid"],
+                      "bench": os.getpid()}, jvm=jvm)
     try:
         # Warm-up: the job's tasks running, the catalog published (item:{id} in Redis), the model loaded.
         r, item_keys = connect(v.redis.url), [key("item", i) for i in work.items]
@@ -495,6 +561,7 @@ def run_rates(
             rows.append(row)
             print(f"rate {label:>6} ({rate:>7.0f}/s): sent {row['sent_per_s']}/s, applied {row['achieved']}/s, "
                   f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, max {row['max_ms']} ms, "
+                  f"rec p99 {row['rec_p99_ms']} ms, scored {row['users_scored_per_s']} users/s, "
                   f"drain {row['drain_s']} s", flush=True)
         profiled = None
         if profile_rate:
@@ -514,13 +581,14 @@ def print_tables(result: dict[str, Any]) -> None:
     """The saturation and fixed-rate tables, and the profile's summary."""
     rows = result["runs"]
     if rows:
-        print(f"\n{'variant':24} {'events':>8} {'seconds':>8} {'events/s':>9} {'users w/ recs':>14}")
+        print(f"\n{'variant':28} {'events':>8} {'seconds':>8} {'events/s':>9} {'job CPU %':>9} {'us/event':>9} "
+              f"{'users w/ recs':>14}")
         for r in rows:
-            print(f"{r['variant']:24} {r['events']:>8} {r['seconds']:>8} {r['events_per_s']:>9} "
-                  f"{r['users_with_recs']:>14}")
+            print(f"{r['variant']:28} {r['events']:>8} {r['seconds']:>8} {r['events_per_s']:>9} {r['job_cpu_pct']:>9} "
+                  f"{r['job_cpu_us_per_event']:>9} {r['users_with_recs']:>14}")
         sat = result["saturation"]
-        print(f"saturation (thread): {sat['with_scoring']} events/s with scoring, {sat['without_scoring']} without "
-              f"(without / with = {sat['scoring_overhead']})")
+        print(f"saturation (jvm, thread): {sat['with_scoring']} events/s with scoring, {sat['without_scoring']} "
+              f"without; new / old design: {sat['new_over_old']}")
     if result["rates"]:
         head = (f"\n{'rate':>6} {'offered':>8} {'sent/s':>7} {'applied/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
                 f"{'max ms':>8} {'matched/sent':>15} {'lag@end':>8} {'max lag':>8} {'drain s':>8}")
@@ -529,6 +597,13 @@ def print_tables(result: dict[str, Any]) -> None:
             print(f"{r['label']:>6} {r['offered']:>8} {r['sent_per_s']!s:>7} {r['achieved']!s:>9} {r['p50_ms']!s:>8} "
                   f"{r['p99_ms']!s:>8} {r['max_ms']!s:>8} {r['matched']:>7}/{r['sent']:<7} {r['lag_at_end']:>8} "
                   f"{r['max_lag']:>8} {r['drain_s']!s:>8}")
+        print(f"\n{'rate':>6} {'rec p50 ms':>10} {'rec p99 ms':>10} {'scored users/s':>14}")
+        for r in result["rates"]:
+            print(f"{r['label']:>6} {r['rec_p50_ms']!s:>10} {r['rec_p99_ms']!s:>10} {r['users_scored_per_s']!s:>14}")
+        print("\nCPU microseconds per event sent, per process and per Flink task (thread) of the job:")
+        for r in result["rates"]:
+            per = {**r["cpu_us_per_event"], **{f"task: {k}": v for k, v in r["task_cpu_us_per_event"].items()}}
+            print(f"{r['label']:>6} " + "; ".join(f"{k} {v}" for k, v in per.items() if k not in ("machine",)))
         names = ("job", "kafka", "redis", "producer", "bench", "others", "machine")
         print("\nCPU while sending, % of one core (2 cores = 200%):")
         print(f"{'rate':>6} " + " ".join(f"{n:>8}" for n in names))
@@ -550,9 +625,11 @@ def print_tables(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; prints the tables (and the JSON with --json)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=30_000, help="events of the saturation runs")
-    p.add_argument("--modes", default="thread,process", help="saturation: execution modes ('' to skip)")
-    p.add_argument("--rates", default="500,1000,2000,5000,20000,sat",
+    p.add_argument("--events", type=int, default=100_000, help="events of the saturation runs")
+    p.add_argument("--designs", default="jvm,python",
+                   help="saturation: job designs side by side (jvm: jobs.interest; python: jobs.interest_python)")
+    p.add_argument("--modes", default="thread", help="saturation: Python execution modes ('' to skip)")
+    p.add_argument("--rates", default="500,1000,2000,5000,10000,20000,sat",
                    help="offered events/s of the fixed-rate phases; 'sat' = the thread-scoring saturation ('' to skip)")
     p.add_argument("--duration", type=float, default=15.0, help="seconds each fixed-rate phase sends")
     p.add_argument("--users", type=int, default=10_000, help="fresh users per fixed-rate phase")
@@ -578,6 +655,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rate_rows: list[dict[str, Any]] = []
     profile: dict[str, Any] | None = None
     modes = [m for m in args.modes.split(",") if m]
+    designs = [d for d in args.designs.split(",") if d]
     try:
         stack.up(s, say=quiet)
         data = load_dataset("ml-100k")
@@ -591,21 +669,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         artifact = train_and_export_events(events, run_dir / "artifacts", name="bench", config=TrainConfig(epochs=1))
         reg = Registry(run_dir / "models")
         reg.promote(reg.publish(artifact))
-        for mode in modes:
-            for scoring in (False, True):
-                name = f"{mode}-{'scoring' if scoring else 'state-only'}"
-                rows.append(run_variant(s, name, mode, scoring, want, run_dir, [i["item_id"] for i in data.items]))
-                print(f"{name:24} {rows[-1]['events_per_s']:>8} events/s", flush=True)
+        for design in designs:
+            for mode in modes:
+                for scoring in (False, True):
+                    name = f"{design}-{mode}-{'scoring' if scoring else 'state-only'}"
+                    items = [i["item_id"] for i in data.items]
+                    rows.append(run_variant(s, name, mode, scoring, want, run_dir, items, design))
+                    print(f"{name:28} {rows[-1]['events_per_s']:>8} events/s, job "
+                          f"{rows[-1]['job_cpu_us_per_event']} us/event", flush=True)
         by = {r["variant"]: r["events_per_s"] for r in rows}
         rates: list[tuple[str, float]] = []
         for r in (x.strip() for x in args.rates.split(",") if x.strip()):
             if r == "sat":
-                if by.get("thread-scoring"):
-                    rates.append(("sat", float(by["thread-scoring"])))
+                if by.get("jvm-thread-scoring"):
+                    rates.append(("sat", float(by["jvm-thread-scoring"])))
             else:
                 rates.append((r, float(r)))
         if rates or args.profile:
-            profile_rate = 2.0 * (by.get("thread-scoring") or 2500) if args.profile else None
+            profile_rate = 2.0 * (by.get("jvm-thread-scoring") or 2500) if args.profile else None
             rate_rows, profiled = run_rates(s, run_dir, Workload(data.events), rates, args.duration, args.users,
                                             args.drain_timeout, profile_rate)
             if profiled is not None:
@@ -614,16 +695,29 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stack.down(s, say=quiet)
     by = {r["variant"]: r["events_per_s"] for r in rows}
-    with_s, without_s = by.get("thread-scoring"), by.get("thread-state-only")
+    with_s, without_s = by.get("jvm-thread-scoring"), by.get("jvm-thread-state-only")
+    old_with, old_without = by.get("python-thread-scoring"), by.get("python-thread-state-only")
+    cpu = {r["variant"]: r["job_cpu_us_per_event"] for r in rows}
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a and b else None
+
     result: dict[str, Any] = {
         "rates": rate_rows,
         "saturation": {"with_scoring": with_s, "without_scoring": without_s,
-                       "scoring_overhead": round(without_s / with_s, 2) if with_s and without_s else None},
+                       "scoring_overhead": ratio(without_s, with_s),
+                       # The all-Python job of before, measured in the same run: the side-by-side ratios.
+                       "python_design": {"with_scoring": old_with, "without_scoring": old_without},
+                       "new_over_old": {"with_scoring": ratio(with_s, old_with),
+                                        "without_scoring": ratio(without_s, old_without),
+                                        "job_cpu_per_event_old_over_new": ratio(cpu.get("python-thread-scoring"),
+                                                                                cpu.get("jvm-thread-scoring"))}},
         "events": args.events,
         "runs": rows,
         "fixed_rate_setup": {"duration_s": args.duration, "users_per_phase": args.users, "mode": "thread",
                              "scoring": True, "producer": PRODUCER_CONFIG,
-                             "freshness": "written_at of the first audit record covering the event - its send time"},
+                             "freshness": "written_at of the first audit record covering the event - its send time "
+                                          "(user:{id}); rec_*: of the first recommendation write covering it"},
         "profile": profile,
         "wall_s": round(time.monotonic() - started),
     }

@@ -6,6 +6,7 @@ dead-letter side output.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from jobs.kafka_io import DLQ_TAG
 from jobs.redis_io import StreamRedis
 from serving.store import item_hash, key
 from streamrec.config import Settings
-from streamrec.events import InvalidRecordError, dead_letter, parse_item
+from streamrec.events import InvalidRecordError, dead_letter, item_text, parse_item
 
 # item id -> categories, broadcast to the interest stage (checkpointed with it).
 CATALOG = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
@@ -28,10 +29,15 @@ CATALOG_IDS_KEY = "ids"
 
 
 class PublishItems(ProcessFunction):
-    """Write each valid item's display fields and pass the item on; dead letters to the side output."""
+    """Write each valid item's display fields and pass the item on; dead letters to the side output.
 
-    def __init__(self, settings: Settings) -> None:
+    With ``records``, what passes on is the JSON bytes the JVM stages read (``item_id``, ``categories``, ``text``)
+    instead of the :class:`~streamrec.events.Item`.
+    """
+
+    def __init__(self, settings: Settings, records: bool = False) -> None:
         self.settings = settings
+        self.records = records
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.redis = StreamRedis(self.settings, runtime_context)  # bounded retries + metrics, as the writer's
@@ -54,4 +60,8 @@ class PublishItems(ProcessFunction):
         self.redis.execute(
             [("delete", (item_key,), {}), ("hset", (item_key,), {"mapping": item_hash(item.to_dict())})],
         )
-        yield item
+        if self.records:
+            record = {"item_id": item.item_id, "categories": list(item.categories), "text": item_text(item.to_dict())}
+            yield json.dumps(record, ensure_ascii=False).encode()
+        else:
+            yield item

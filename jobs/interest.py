@@ -1,174 +1,186 @@
-"""The user-interest job: ``events`` -> validate -> key by user -> interest state -> batched writer -> Redis.
+"""The user-interest job: per-event work on the JVM, Python once per batch of users.
 
-Run it (the embedded MiniCluster, with the settings of ``streamrec.config``)::
+    events (Kafka) -> decode + validate (JVM; dead letters with their Kafka context -> events.dlq)
+                   -> key by user -> interest state, flushed once per interval per user (JVM)
+                   -> key by writer shard -> one batch per shard and flush (JVM)
+                   -> Redis + scorer, once per batch (Python: :mod:`jobs.batch_writer`)
+                   -> audit records -> recommendations (JVM splits the batch's lines)
+    items (Kafka)  -> validate + item:{id} (Python, :mod:`jobs.catalog`) -> broadcast to both stages above
+
+The JVM operators are the Maven project ``jobs/jvm`` (built into the jars cache by ``make setup``); this module
+wires them with py4j. Run it (the embedded MiniCluster, with the settings of ``streamrec.config``)::
 
     .venv/bin/python -m jobs.interest [--config config.yaml]
 
-or through the CLI: ``streamrec job start [--cluster http://host:8081]``.
-
-Cost model (PyFlink): every record and every state access crosses between the JVM and Python, so the
-per-user function does one ValueState read and one write per event (the whole state is one pickled
-object), and all slow work (scoring, Redis) happens in :mod:`jobs.writer`, batched per flush.
+or through the CLI: ``streamrec job start [--cluster http://host:8081]``. ``job.design: python`` runs the earlier
+all-Python job (:mod:`jobs.interest_python`) instead, kept for the side-by-side benchmark only.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import (
-    DataStream,
-    KeyedBroadcastProcessFunction,
-    ProcessFunction,
-    RuntimeContext,
-    StreamExecutionEnvironment,
-)
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.common import WatermarkStrategy
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
+from pyflink.util.java_utils import to_jarray
 
-from jobs.catalog import CATALOG, CATALOG_IDS, PublishItems
+from jobs.batch_writer import BatchWriter
+from jobs.catalog import CATALOG_IDS, PublishItems
 from jobs.kafka_io import DLQ_TAG, KAFKA_BYTES
+from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT
 
-# States pickled before jobs.state existed (checkpoints, savepoints) name this module's UserState: the name
-# is bound here, so they restore.
-from jobs.state import UserState, apply_event, forgotten
-from jobs.writer import RecommendationWriter, shard_of
-from streamrec.config import JobConfig, Settings
-from streamrec.events import FORGET, Event, InvalidRecordError, Item, dead_letter, parse_event
+# Checkpoints taken before jobs/state.py existed name jobs.interest.UserState (the all-Python job's state).
+from jobs.state import UserState as UserState  # noqa: PLC0414
+from jobs.writer import TOP_INTERESTS
+from streamrec.config import Settings
+from streamrec.events import DEFAULT_SCENARIO, FORGET
 
 JOB_NAME = "streamrec-interest"
+# How long after its first user record a shard's batch leaves (the users' flush timers fire together).
+BATCH_DELAY_MS = 20
+# Network buffers leave at least this often: a low-rate stream is not held back 100 ms per exchange.
+BUFFER_TIMEOUT_MS = 5
 
 
-class ParseEvents(ProcessFunction):
-    """Bytes from Kafka -> Event; a bad record goes to the dead-letter side output with its reason."""
-
-    def __init__(self, source_topic: str, max_reason_chars: int) -> None:
-        self.source_topic = source_topic
-        self.max_reason_chars = max_reason_chars
-
-    def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        try:
-            yield parse_event(bytes(value))
-        except InvalidRecordError as exc:
-            yield DLQ_TAG, dead_letter(bytes(value), exc.reason, self.source_topic, self.max_reason_chars)
+def _ops() -> Any:  # noqa: ANN401 - the py4j package of our JVM operators
+    return get_gateway().jvm.io.streamrec.jobs
 
 
-class EventTime(TimestampAssigner):
-    """Event time is the event's own ``ts``."""
-
-    def extract_timestamp(self, value: Event, record_timestamp: int) -> int:
-        return value.ts
-
-
-class UserInterest(KeyedBroadcastProcessFunction):
-    """Keyed by user: apply each event to the user's state and emit the updated state downstream.
-
-    The catalog arrives as broadcast state, so interests decay per category as well as per scenario. A Python
-    dict mirrors it: one broadcast-state read per item per subtask lifetime, not one per event.
-    """
-
-    def __init__(self, cfg: JobConfig) -> None:
-        self.cfg = cfg
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.state = runtime_context.get_state(ValueStateDescriptor("user", Types.PICKLED_BYTE_ARRAY()))
-        self.facets: dict[str, tuple[str, ...]] = {}
-
-    def _facets(self, item_id: str, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> tuple[str, ...]:
-        facets = self.facets.get(item_id)
-        if facets is None:  # first sight since (re)start: the restored broadcast state knows it
-            categories = ctx.get_broadcast_state(CATALOG).get(item_id) or ()
-            facets = self.facets[item_id] = tuple(f"category:{c}" for c in categories)
-        return facets
-
-    def process_element(self, ev: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[UserState]:
-        if ev.type == FORGET:
-            # The right to be forgotten: all of the user's keyed state goes (a later event starts afresh), and
-            # the tombstone tells the writer to delete the user's Redis keys.
-            self.state.clear()
-            yield forgotten(ev.user_id)
-            return
-        state = self.state.value() or UserState(ev.user_id)
-        apply_event(state, ev, self.cfg, self._facets(ev.item_id, ctx))
-        self.state.update(state)
-        yield state
-
-    def process_broadcast_element(self, item: Item, ctx: KeyedBroadcastProcessFunction.Context) -> None:
-        ctx.get_broadcast_state(CATALOG).put(item.item_id, list(item.categories))
-        self.facets[item.item_id] = tuple(f"category:{c}" for c in item.categories)
-
-
-def watermarks(cfg: JobConfig) -> WatermarkStrategy:
-    """Bounded out-of-orderness on the event's ``ts``; idle partitions do not hold time back."""
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.watermark_out_of_orderness_ms))
-    return strategy.with_timestamp_assigner(EventTime()).with_idleness(Duration.of_millis(cfg.watermark_idleness_ms))
+def job_params(settings: Settings, bounded: bool) -> Any:  # noqa: ANN401 - a py4j JobParams
+    """The JVM operators' parameters from the config (the JVM side has no defaults of its own)."""
+    j = settings.job
+    params = {
+        "recentItems": j.recent_items,
+        "maxSeenItems": j.max_seen_items,
+        "halfLifeHours": j.interest_half_life_hours,
+        "flushIntervalMs": j.flush_interval_ms,
+        "shards": j.writer_shards,
+        "dedupTtlMs": j.dedup_ttl_ms,
+        "dedupMaxIds": j.dedup_max_ids,
+        "topInterests": TOP_INTERESTS,
+        "batchDelayMs": BATCH_DELAY_MS,
+        # Empty batches keep coming this long after the last user record, so the writer drains its backlog.
+        "tickForMs": 2 * j.max_rec_staleness_ms + j.flush_interval_ms,
+        "flushAtEndOfInput": bounded,
+        "forgetType": FORGET,
+        "defaultScenario": DEFAULT_SCENARIO,
+        "ratingMidpoint": RATING_MIDPOINT,
+        "typeWeights": TYPE_WEIGHT,
+    }
+    return _ops().JobParams.fromJson(json.dumps(params))
 
 
 @dataclass
 class InterestJob:
     """The streams :func:`build_interest_job` made, for sinks to attach to."""
 
-    states: DataStream
-    dead_letters: DataStream
-    writes: DataStream
+    dead_letters: DataStream  # envelope bytes of both inputs' dead letters (tests collect these)
+    event_dead_letters: Any  # the JVM DeadLetter stream, for the Kafka sink that keeps key, headers and context
+    item_dead_letters: DataStream  # envelope bytes of the items' dead letters
+    writes: DataStream  # one audit record (JSON bytes) per user written
 
 
 def build_interest_job(
     env: StreamExecutionEnvironment, source: DataStream, settings: Settings, items: DataStream
 ) -> InterestJob:
-    """Wire the job on ``source`` (raw ``events`` record bytes) and ``items`` (raw catalog upserts).
+    """Wire the job on ``source`` and ``items`` (raw catalog upserts, bytes).
 
-    ``writes`` carries one JSON record (bytes) per user written to Redis (the audit stream), and
-    ``dead_letters`` the dead-letter records of both inputs; :func:`main` sends both to Kafka, tests collect them.
+    ``source`` is either raw ``events`` record bytes (the test doubles of :mod:`jobs.testing`: bounded, so the
+    end of input flushes everything) or the decoded records of :func:`events_source` (Kafka).
     """
-    cfg = settings.job
-    parsed = (
-        source.process(ParseEvents(settings.kafka.events_topic, cfg.dlq_reason_max_chars))
-        .name("parse events")
-        .uid("parse-events")
+    ops, cfg = _ops(), settings.job
+    env.get_config().enable_object_reuse()  # chained JVM operators hand records on without copies
+    env.set_buffer_timeout(BUFFER_TIMEOUT_MS)
+    j_source = source._j_data_stream
+    bounded = j_source.getType().getTypeClass().getName() != "io.streamrec.jobs.Parsed"
+    if bounded:
+        j_source = j_source.map(ops.Decode.fromBytes(settings.kafka.events_topic), ops.Decode.parsedType())
+        j_source = j_source.name("decode events").uid("decode-events")
+    params = job_params(settings, bounded)
+    parsed = j_source.process(ops.Decode.split(), ops.Decode.eventType()).name("validate events").uid("validate-events")
+    event_dead = parsed.getSideOutput(ops.Decode.DEAD_LETTERS)
+
+    catalog = items.process(PublishItems(settings, records=True), output_type=KAFKA_BYTES)
+    catalog = catalog.name("catalog -> Redis").uid("catalog")
+    item_dead = catalog.get_side_output(DLQ_TAG)
+    catalog_facets = catalog._j_data_stream.broadcast(
+        to_jarray(get_gateway().jvm.org.apache.flink.api.common.state.MapStateDescriptor, [ops.UserInterest.CATALOG])
     )
-    catalog = items.process(PublishItems(settings)).name("catalog -> Redis").uid("catalog")
-    dead = parsed.get_side_output(DLQ_TAG).union(catalog.get_side_output(DLQ_TAG))
-    timed = parsed.assign_timestamps_and_watermarks(watermarks(cfg)).name("event time")
-    states = (
-        timed.key_by(lambda e: e.user_id, key_type=Types.STRING())
-        .connect(catalog.broadcast(CATALOG))
-        .process(UserInterest(cfg))
+    users = (
+        parsed.keyBy(ops.Decode.byUser())
+        .connect(catalog_facets)
+        .process(ops.UserInterest(params), ops.Decode.userRecordType())
         .name("user interest")
         .uid("user-interest")
     )
-    writes = (
-        states.key_by(lambda s: shard_of(s.user_id, cfg.writer_shards), key_type=Types.INT())
+    batches = (
+        users.keyBy(ops.Decode.byShard())
+        .process(ops.Batcher(params), ops.Decode.bytesType())
+        .name("batch per shard")
+        .uid("batcher")
+    )
+    audit = (
+        DataStream(batches)
         .connect(catalog.broadcast(CATALOG_IDS))
-        .process(RecommendationWriter(settings), output_type=KAFKA_BYTES)
+        .process(BatchWriter(settings), output_type=KAFKA_BYTES)
         .name("score + write Redis")
         .uid("writer")
     )
-    return InterestJob(states=states, dead_letters=dead, writes=writes)
+    writes = DataStream(
+        audit._j_data_stream.flatMap(ops.SplitLines(), ops.Decode.bytesType()).name("audit records").uid("audit")
+    )
+    envelopes = DataStream(
+        event_dead.map(ops.Decode.envelope(cfg.dlq_reason_max_chars), ops.Decode.bytesType()).name("dead letters")
+    )
+    return InterestJob(
+        dead_letters=envelopes.union(item_dead),
+        event_dead_letters=event_dead,
+        item_dead_letters=item_dead,
+        writes=writes,
+    )
+
+
+def events_source(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
+    """The ``events`` topic, decoded on the JVM with each record's key, partition, offset, timestamp, headers."""
+    from jobs.kafka_io import kafka_source
+
+    builder = kafka_source(settings, settings.kafka.events_topic, build=False)
+    builder._j_builder.setDeserializer(_ops().Decode.kafkaDeserializer())
+    j_stream = env._j_stream_execution_environment.fromSource(
+        builder._j_builder.build(), WatermarkStrategy.no_watermarks()._j_watermark_strategy, "kafka: events"
+    )
+    return DataStream(j_stream.uid("kafka-events"))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, wire real Kafka, run the job until cancelled."""
-    from jobs.kafka_io import kafka_sink, kafka_source, make_env
+    from jobs.kafka_io import dead_letter_sink, kafka_sink, kafka_source, make_env
     from streamrec.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML config (default: $STREAMREC_CONFIG, then built-in defaults)")
     args = parser.parse_args(argv)
     settings = load_config(args.config)
+    if settings.job.design == "python":
+        from jobs.interest_python import main as python_main
+
+        python_main(argv)
+        return
     env = make_env(settings)
     # Stable uids: a restart from a checkpoint (or an upgrade from a savepoint) maps state by them.
-    source = env.from_source(kafka_source(settings), WatermarkStrategy.no_watermarks(), "kafka: events").uid(
-        "kafka-events"
-    )
+    source = events_source(env, settings)
     items = env.from_source(
         kafka_source(settings, settings.kafka.items_topic), WatermarkStrategy.no_watermarks(), "kafka: items"
     ).uid("kafka-items")
     job = build_interest_job(env, source, settings, items)
-    job.dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: events.dlq").uid("kafka-dlq")
+    job.event_dead_letters.sinkTo(dead_letter_sink(settings)).name("kafka: events.dlq").uid("kafka-dlq")
+    job.item_dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: items dlq").uid(
+        "kafka-items-dlq"
+    )
     job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name("kafka: recommendations").uid(
         "kafka-recommendations"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from pyflink.common import Configuration, Types
 from pyflink.common.serialization import ByteArraySchema
@@ -16,9 +17,10 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSink,
     KafkaSource,
 )
+from pyflink.util.java_utils import add_jars_to_context_class_loader
 
 from infra.flink_cluster import python_path
-from infra.jars import flink_connector_jar
+from infra.jars import flink_connector_jar, job_jar
 from streamrec.config import Settings, kafka_client_options
 
 # Records bound for Kafka are raw bytes on the Java side (ByteArraySchema), not pickled Python objects.
@@ -51,19 +53,46 @@ def client_properties(settings: Settings) -> dict[str, str]:
     return props
 
 
-def kafka_source(settings: Settings, topic: str | None = None) -> KafkaSource:
-    """Raw record bytes from ``topic`` (default: events), resuming from the group's committed offsets."""
+def kafka_source(settings: Settings, topic: str | None = None, build: bool = True) -> Any:  # noqa: ANN401
+    """Raw record bytes from ``topic`` (default: events), resuming from the group's committed offsets.
+
+    ``build=False`` returns the builder instead (the JVM decoder then sets its own deserializer).
+    """
     builder = (
         KafkaSource.builder()
         .set_bootstrap_servers(settings.kafka.bootstrap)
         .set_topics(topic or settings.kafka.events_topic)
         .set_group_id(settings.kafka.consumer_group)
-        .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
+        .set_starting_offsets(
+            KafkaOffsetsInitializer.earliest()
+            if settings.kafka.start_from == "earliest"
+            else KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+        )
         .set_value_only_deserializer(ByteArraySchema())
         .set_property("partition.discovery.interval.ms", "10000")
     )
     for name, value in client_properties(settings).items():
         builder = builder.set_property(name, value)
+    return builder.build() if build else builder
+
+
+def dead_letter_sink(settings: Settings) -> Any:  # noqa: ANN401 - a py4j KafkaSink
+    """The JVM sink of the events' dead letters: original key and headers, plus the ``__connect.errors.*`` context."""
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    builder = (
+        jvm.org.apache.flink.connector.kafka.sink.KafkaSink.builder()
+        .setBootstrapServers(settings.kafka.bootstrap)
+        .setRecordSerializer(
+            jvm.io.streamrec.jobs.DeadLetterSink(settings.kafka.dlq_topic, settings.job.dlq_reason_max_chars)
+        )
+        .setDeliveryGuarantee(DeliveryGuarantee.AT_LEAST_ONCE._to_j_delivery_guarantee())
+        .setProperty("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
+        .setProperty("linger.ms", "5")
+    )
+    for name, value in client_properties(settings).items():
+        builder = builder.setProperty(name, value)
     return builder.build()
 
 
@@ -98,7 +127,9 @@ def make_env(settings: Settings) -> StreamExecutionEnvironment:
     # Python workers (and thread mode's libpython lookup) must use this interpreter, not `python` on PATH.
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    conf.set_string("pipeline.jars", flink_connector_jar(settings.path(settings.stack.jars_dir)).as_uri())
+    jars_dir = settings.path(settings.stack.jars_dir)
+    jars = [flink_connector_jar(jars_dir).as_uri(), job_jar(jars_dir).as_uri()]
+    conf.set_string("pipeline.jars", ";".join(jars))
     conf.set_string("execution.checkpointing.interval", f"{f.checkpoint_interval_ms} ms")
     conf.set_string("execution.checkpointing.dir", checkpoints.as_uri())
     # Kept after a cancel or crash, so that `streamrec job start` can resume from the latest one.
@@ -111,5 +142,7 @@ def make_env(settings: Settings) -> StreamExecutionEnvironment:
         conf.set_string("rest.bind-port", str(f.rest_port))
         conf.set_string("rest.port", str(f.rest_port))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
+    # py4j builds the JVM operators in this client: their classes must load here too, not only in the job.
+    add_jars_to_context_class_loader(jars)
     env.set_parallelism(f.parallelism)
     return env

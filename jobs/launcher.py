@@ -42,6 +42,8 @@ def _env(settings: Settings, config_path: str | None) -> dict[str, str]:
     env = {"PYTHONPATH": python_path(), "FLINK_LOG_DIR": str(settings.run_dir / "flink-log")}
     if config_path:
         env["STREAMREC_CONFIG"] = str(Path(config_path).resolve())
+    if settings.kafka.start_from != "committed":  # a rebuild: over whatever the config file says
+        env["STREAMREC_KAFKA__START_FROM"] = settings.kafka.start_from
     return env
 
 
@@ -135,6 +137,37 @@ def start(
     state["job"] = job
     write_state(settings, state)
     say(f"job     {JOB_LABEL} running on the {job['mode']} as {job['job_id']}; log {log}")
+    return job
+
+
+def rebuild(
+    settings: Settings,
+    config_path: str | None = None,
+    cluster: str | None = None,
+    say: Any = print,
+    timeout: float = 120.0,
+) -> dict[str, Any]:
+    """Rebuild every user's state from the retained ``events`` (and ``items``) topic into a fresh job.
+
+    The path between job versions whose operator graphs differ (no savepoint maps onto the new graph): the
+    running job (if any) stops, the earlier checkpoints and savepoints move aside (``*.before-rebuild-<time>``,
+    so that no later ``job start`` resumes the old graph), and the job starts from the earliest retained record
+    of both topics, whatever the consumer group had committed. The front-end keeps reading Redis throughout:
+    each user's keys are overwritten as the replay reaches them. What the topic no longer retains is not rebuilt.
+    """
+    stop(settings, say=say)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for folder in (settings.run_path(settings.flink.checkpoint_dir), savepoint_dir(settings)):
+        if folder.exists() and any(folder.iterdir()):
+            aside = folder.with_name(f"{folder.name}.before-rebuild-{stamp}")
+            folder.rename(aside)
+            say(f"job     moved {folder} aside to {aside}")
+    state = read_state(settings)
+    state.pop("savepoint", None)
+    write_state(settings, state)
+    earliest = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"start_from": "earliest"})})
+    job = start(earliest, config_path, cluster=cluster, say=say, timeout=timeout, resume=False)
+    say("job     rebuilding every user's state from the earliest retained events")
     return job
 
 

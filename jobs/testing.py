@@ -12,8 +12,9 @@ def records_source(env: StreamExecutionEnvironment, records: Iterable[bytes]) ->
     """A bounded stream of raw record bytes, as the Kafka source would deliver them."""
     # from_collection cannot carry bytes objects: ship them as latin-1 text (a lossless byte <-> char map).
     texts = [bytes(r).decode("latin-1") for r in records]
+    # Typed as raw bytes on the JVM (as the Kafka source's records are), so that JVM operators can read them.
     return env.from_collection(texts, type_info=Types.STRING()).map(
-        lambda t: t.encode("latin-1"), output_type=Types.PICKLED_BYTE_ARRAY()
+        lambda t: t.encode("latin-1"), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE())
     )
 
 

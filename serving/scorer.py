@@ -44,6 +44,11 @@ MAX_SCORE_BYTES_CUDA = 2 << 30
 _VEC, _ITEMS, _BIAS, _K, _TOP_SCORES, _TOP_ROWS = "user_vector", "item_matrix_t", "bias", "k", "scores", "rows"
 
 
+# add_items' rows are folded into the item-scoring session once they are this many, and this share of its rows.
+COLD_FOLD_MIN = 1024
+COLD_FOLD_SHARE = 0.25
+
+
 def _scoring_graph(n_rows: int, dim: int) -> bytes:
     """The item-scoring graph: user vectors (B, d) -> the k best (scores, rows) per user, best first.
 
@@ -129,7 +134,10 @@ class Scorer:
         probe = tower_inputs([[1]], [None], [None], self.max_len, self._vocab, self._inputs)
         self._sess = inference_session(self.path / MODEL_FILE, probe, prefer_gpu, intra_op_threads)
         self.provider: str = self._sess.get_providers()[0]
-        self._emb = read_item_embeddings(self.path, c)  # (N + 1, d); grows with add_items
+        self._emb = read_item_embeddings(self.path, c)  # (N + 1, d): the rows the item-scoring session holds
+        # Rows add_items gave since the session was built, scored with numpy beside it (transposed, (d, m)):
+        # adding an item costs its own row, and the session is rebuilt only when these outgrow COLD_FOLD_SHARE.
+        self._cold_t = np.zeros((self._emb.shape[1], 0), dtype=np.float32)
         self._text: tuple[np.ndarray, np.ndarray] | None = read_text_projection(self.path, c)
         self._encoder: Any = None  # serving.text_encoder.TextEncoder, loaded on the first add_items
         self._build_scoring()
@@ -188,10 +196,14 @@ class Scorer:
         for item_id, _ in new:
             self._ids.append(item_id)
             self._row[item_id] = len(self._ids)
-        self._emb = np.concatenate([self._emb, rows])
+        self._cold_t = np.concatenate([self._cold_t, rows.T], axis=1)
         self._blocked = np.concatenate([self._blocked, np.zeros(len(new), dtype=bool)])
         self._bias = self._blocked_bias()
-        self._build_scoring()
+        if self._cold_t.shape[1] > max(COLD_FOLD_MIN, COLD_FOLD_SHARE * self._emb.shape[0]):
+            # Geometric: each fold at least grows the session's rows by the share, so folding stays O(total).
+            self._emb = np.concatenate([self._emb, self._cold_t.T])
+            self._cold_t = self._cold_t[:, :0]
+            self._build_scoring()
         return len(new)
 
     @property
@@ -218,6 +230,20 @@ class Scorer:
         self._blocked = blocked
         self._bias = self._blocked_bias()
         return int((~blocked).sum())
+
+    def _merge_cold(
+        self, vec: np.ndarray, top_scores: np.ndarray, top: np.ndarray, want: int, n_rows: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The session's best rows merged with the best cold rows, best first (equal scores in row order)."""
+        cold = vec @ self._cold_t + self._bias[n_rows:]  # (b, m)
+        take = min(want, cold.shape[1])
+        part = np.argpartition(-cold, take - 1, axis=1)[:, :take] if take < cold.shape[1] else None
+        cold_rows = part if part is not None else np.broadcast_to(np.arange(cold.shape[1]), cold.shape)
+        cold_scores = np.take_along_axis(cold, cold_rows, axis=1)
+        scores = np.concatenate([top_scores, cold_scores], axis=1)
+        rows = np.concatenate([top, cold_rows + n_rows], axis=1)
+        order = np.lexsort((rows, -scores), axis=1)[:, :want]  # by score, then row
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
     def _blocked_bias(self) -> np.ndarray:
         """The scoring graph's ``bias``: float32 (N + 1,), -inf on blocked rows, else 0."""
@@ -293,13 +319,17 @@ class Scorer:
             for b in range(len(histories))
         ]
         # The best k of the items a user may get are among the best k + len(banned) of all items.
-        n_rows = len(self._blocked)
-        kk = np.array([min(k + max(map(len, banned)), n_rows)], dtype=np.int64)
-        chunk = max(1, self.max_score_bytes // (4 * n_rows))
+        n_rows = self._emb.shape[0]  # the session's rows; the cold ones follow them
+        n_cold = self._cold_t.shape[1]
+        want = k + max(map(len, banned))
+        kk = np.array([min(want, n_rows)], dtype=np.int64)
+        chunk = max(1, self.max_score_bytes // (4 * (n_rows + n_cold)))
         out: list[list[tuple[str, float]]] = []
         for start in range(0, len(histories), chunk):
-            feed = {_VEC: vec[start : start + chunk], _BIAS: self._bias, _K: kk}
+            feed = {_VEC: vec[start : start + chunk], _BIAS: self._bias[:n_rows], _K: kk}
             top_scores, top = self._score_sess.run([_TOP_SCORES, _TOP_ROWS], feed)  # (b, kk) each, best first
+            if n_cold:
+                top_scores, top = self._merge_cold(vec[start : start + chunk], top_scores, top, want, n_rows)
             for b, (row_ids, row_scores) in enumerate(zip(top.tolist(), top_scores.tolist(), strict=True)):
                 user = start + b
                 recs: list[tuple[str, float]] = []

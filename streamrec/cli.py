@@ -5,9 +5,10 @@
     streamrec train --dataset ml-100k [--promote] | models list [--json] | register DIR | promote V | rollback
     streamrec trainer [--once] [--interval-s N] [--min-new-events M]
     streamrec eval --dataset ml-1m --protocol loo|time [--json] [--models streamrec,popularity,...] [--core 5]
-    streamrec job start [--cluster URL] [--from-savepoint PATH] | stop [--savepoint [DIR]] | status [--json]
+    streamrec job start [--cluster URL] [--from-savepoint PATH] | rebuild | stop [--savepoint [DIR]] | status [--json]
     streamrec serve [--port N] | demo
     streamrec users forget USER_ID [--json]
+    streamrec dlq list [--since 1h] [--reason TEXT] [--limit N] [--json] | replay [...] [--set F=JSON] [--dry-run]
 
 Every command reads the one configuration (``--config``, ``$STREAMREC_CONFIG``, ``STREAMREC_*`` variables).
 """
@@ -239,6 +240,8 @@ def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
         launcher.start(
             settings, args.config, cluster=args.cluster, resume=not args.fresh, from_savepoint=args.from_savepoint
         )
+    elif args.job_cmd == "rebuild":
+        launcher.rebuild(settings, args.config, cluster=args.cluster)
     elif args.job_cmd == "stop" and args.savepoint is not None:
         launcher.stop_with_savepoint(settings, args.savepoint or None)
     elif args.job_cmd == "stop":
@@ -316,6 +319,102 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
+    from jobs.dlq import read_dead_letters, replay
+
+    k = settings.kafka
+    try:
+        letters = read_dead_letters(settings, since_ms=args.since, reason=args.reason, limit=args.limit)
+        if args.dlq_cmd == "list":
+            _print_dead_letters(letters, k.dlq_topic, as_json=args.json)
+            return 0
+        report = replay(settings, letters, fix=dict(args.set) if args.set else None, dry_run=args.dry_run)
+    except KafkaError as exc:
+        print(f"error: Kafka at {k.bootstrap}: {exc}", file=sys.stderr)
+        return 1
+    verb = "would send" if report.dry_run else "sent"
+    for r in report.replayed:
+        key = _shown(r.key, 40) if r.key is not None else "-"
+        print(f"{verb} {r.dead_letter} -> {r.topic} key={key}{' (fixed)' if r.fixed else ''} {_shown(r.value, 200)}")
+    for s in report.skipped:
+        print(f"skipped {s.dead_letter}: {s.reason}")
+    for s in report.failed:
+        print(f"failed {s.dead_letter}: {s.reason}")
+    total = len(report.replayed) + len(report.skipped) + len(report.failed)
+    summary = f"{len(report.replayed)} {verb}, {len(report.skipped)} skipped"
+    print(f"{summary}{f', {len(report.failed)} failed' if report.failed else ''} of {total} dead letters on "
+          f"{k.dlq_topic}{' (dry run: nothing sent)' if report.dry_run else ''}")
+    return 1 if report.failed else 0
+
+
+def _print_dead_letters(letters: Sequence[Any], topic: str, as_json: bool) -> None:
+    """``dlq list``: one JSON object a line, or a table with the long fields cut."""
+    from datetime import UTC, datetime
+
+    if as_json:
+        for letter in letters:
+            print(json.dumps(letter.to_dict(), ensure_ascii=False))
+        return
+    print(f"{'failed_at (UTC)':20}  {'source':28}  {'key':16}  {'reason':40}  original")
+    for r in letters:
+        failed = "-" if r.failed_at is None else datetime.fromtimestamp(r.failed_at / 1000, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        where = "/".join("?" if v is None else str(v) for v in (r.topic, r.partition, r.offset))
+        key = "-" if r.key is None else _shown(r.key, 16)
+        print(f"{failed:20}  {_cut(where, 28):28}  {key:16}  {_cut(r.reason, 40):40}  {_shown(r.original, 60)}")
+    print(f"{len(letters)} dead letters on {topic}")
+
+
+def _shown(raw: bytes, width: int) -> str:
+    """Bytes for a terminal: UTF-8 text with control characters escaped (a record may carry escape sequences)."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return f"<{len(raw)} bytes, not UTF-8>"
+    return _cut("".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text), width)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _since_option(text: str) -> int:
+    """``--since 10m|2h|1d|ISO`` -> epoch ms (an argparse type: a bad value is a usage error, exit 2)."""
+    from jobs.dlq import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _set_option(text: str) -> tuple[str, Any]:
+    """``--set FIELD=JSON_VALUE`` -> (field, value); ``null`` removes the field."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        msg = f"--set {text!r}: expected FIELD=JSON_VALUE, e.g. ts=1700000000000"
+        raise argparse.ArgumentTypeError(msg)
+    try:
+        return name.strip(), json.loads(raw)
+    except ValueError:
+        msg = f"--set {text!r}: {raw!r} is not JSON (a string needs quotes: {name}='\"{raw}\"')"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        msg = f"expected a positive integer, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return n
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     import subprocess
 
@@ -352,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file (default: $STREAMREC_CONFIG, then built-in defaults)")
     sub = p.add_subparsers(dest="cmd", required=True)
     for add in (_stack_commands, _event_commands, _model_commands, _job_commands, _read_side_commands,
-                _tool_commands):
+                _tool_commands, _dlq_commands):
         add(sub)
     return p
 
@@ -466,6 +565,12 @@ def _job_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="PATH",
         help="start from this savepoint (an upgrade: new code or config, the same state)",
     )
+    j = jsub.add_parser(
+        "rebuild",
+        help="rebuild every user's state from the retained events topic into a fresh job (a job version whose "
+        "operator graph differs: no savepoint maps onto it)",
+    )
+    j.add_argument("--cluster", help="REST URL of a Flink cluster (default: the embedded MiniCluster)")
     j = jsub.add_parser("stop")
     j.add_argument(
         "--savepoint",
@@ -507,6 +612,36 @@ def _tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     s.add_argument("--rate", type=int, default=250, help="--loop: events/s of the replay after the bootstrap")
     s.add_argument("--bootstrap", type=float, default=0.2, help="--loop: share of the events the first model sees")
     s.set_defaults(func=cmd_demo)
+
+
+def _dlq_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The dead-letter topic: ``dlq list``, ``dlq replay``."""
+    s = sub.add_parser("dlq", help="the dead-letter topic (kafka.dlq_topic): list dead letters, replay them")
+    dsub = s.add_subparsers(dest="dlq_cmd", required=True)
+    for name, help_text in (
+        ("list", "the dead letters, oldest failure first"),
+        ("replay", "re-send dead letters to their source topic (original key and headers, plus "
+         "streamrec.replayed-from), optionally fixed"),
+    ):
+        d = dsub.add_parser(name, help=help_text)
+        d.add_argument(
+            "--since", type=_since_option, help="failed since: a duration (10m, 2h, 1d) or an ISO time (UTC)"
+        )
+        d.add_argument("--reason", help="the reason contains this (case-insensitive)")
+        d.add_argument("--limit", type=_positive_int, help="at most this many (the oldest first)")
+        if name == "list":
+            d.add_argument("--json", action="store_true", help="one JSON object a line")
+        else:
+            d.add_argument(
+                "--set",
+                action="append",
+                type=_set_option,
+                metavar="FIELD=JSON_VALUE",
+                help="set a top-level field of each original (null removes it); records that are not a JSON "
+                "object are skipped; repeatable",
+            )
+            d.add_argument("--dry-run", action="store_true", help="print what would be sent; send nothing")
+    s.set_defaults(func=cmd_dlq)
 
 
 # Our packages log progress (training epochs, trainer decisions, exports) at INFO; other libraries' only warnings.

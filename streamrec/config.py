@@ -36,6 +36,9 @@ class KafkaConfig(_Section):
     # Partitions of the topics we create: 2 so that parallelism-2 runs really split the keys.
     partitions: int = Field(2, ge=1)
     consumer_group: str = "streamrec-interest"
+    # Where a job without a checkpoint starts reading: the group's committed offsets (from the earliest when it
+    # has none), or the earliest retained record whatever was committed (`streamrec job rebuild`).
+    start_from: Literal["committed", "earliest"] = "committed"
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
     sasl_username: str | None = None
@@ -90,6 +93,17 @@ class JobConfig(_Section):
     # default pool (one spinning thread per core) spins on cores the job needs for itself.
     scorer_threads: int = Field(1, ge=1)
     dlq_reason_max_chars: int = Field(500, ge=20)
+    # A user's rec:{id} is rescored at most this long after the state changed, whatever it costs: below it the
+    # writer scores oldest first for at most one flush interval per flush, so a scorer slower than the stream
+    # makes rec:{id} lag (user:{id} stays as fresh as the flush) instead of backing events up in Kafka.
+    max_rec_staleness_ms: int = Field(2000, ge=0)
+    # An event with an event_id seen for the same user within this long (processing time) is applied once.
+    # Per user at most dedup_max_ids ids are kept (the oldest go first): the dedup state stays bounded.
+    dedup_ttl_ms: int = Field(24 * 3600 * 1000, ge=0)
+    dedup_max_ids: int = Field(1000, ge=1)
+    # jvm: the per-event work on the JVM, Python once per batch (jobs.interest). python: the earlier job with
+    # every stage in Python (jobs.interest_python), kept only to measure the two side by side.
+    design: Literal["jvm", "python"] = "jvm"
     # Redis writes from the stream (writer, catalog) retry with exponential backoff from the initial delay,
     # doubling up to the max delay, for at most redis_retry_timeout_s; then the task fails and Flink restarts
     # the job from its last checkpoint (the writes are overwrites derived from state: a replay converges).

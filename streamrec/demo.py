@@ -153,10 +153,17 @@ def _live_update(
     before = json.loads(r.get(key("rec", user)) or "{}").get("items", [])
     fresh = next(i["item_id"] for i in (before or [{"item_id": fallback_item}]))
     last_ts = decode_user(r.hgetall(key("user", user)))["last_ts"]  # type: ignore[index]
+    sent_ms = int(time.time() * 1000)
     with EventProducer(s.kafka.bootstrap, s.kafka.events_topic) as p:
         p.send({"user_id": user, "item_id": fresh, "type": "rating", "value": 5.0, "ts": last_ts + 1000})
     took = wait_for_events(r, {user: applied + 1}, 60, 0.02)
-    print(f"user {user} rated {titles.get(fresh, fresh)!r}; Redis updated {took * 1000:.0f} ms after the send")
+    # rec:{id} follows user:{id}: the writer scores the users of a batch after writing their state.
+    deadline = time.monotonic() + 60
+    while json.loads(r.get(key("rec", user)) or "{}").get("computed_at", 0) < sent_ms and time.monotonic() < deadline:
+        time.sleep(0.02)
+    rec_ms = int(time.time() * 1000) - sent_ms
+    print(f"user {user} rated {titles.get(fresh, fresh)!r}; Redis updated {took * 1000:.0f} ms after the send "
+          f"(user:{user}), its recommendations by {rec_ms} ms")
     _show_user(base, user, [*history, fresh], titles)
 
 

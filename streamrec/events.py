@@ -6,7 +6,9 @@ records with it, the HTTP API (``serving.api``) checks its path ids with its id 
 
 An event is one JSON object (key = user id): ``user_id`` (str), ``item_id`` (str),
 ``type`` (view|click|cart|purchase|rating|skip), ``ts`` (epoch ms, event time), optional ``value`` (number),
-``scenario`` (str; :data:`DEFAULT_SCENARIO` when absent), ``context`` (object). Unknown fields are kept. A record
+``scenario`` (str; :data:`DEFAULT_SCENARIO` when absent), ``context`` (object), ``event_id`` (str, the id
+rule: the stream applies a record with an id it has seen within ``job.dedup_ttl_ms`` only once). Unknown fields
+are kept. The limits are data, in ``event_rules.json``, which the stream's JVM decoder reads too. A record
 that fails validation becomes a dead-letter record (see :func:`dead_letter`) on ``events.dlq`` holding the
 original bytes and the reason.
 
@@ -28,22 +30,30 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-EVENT_TYPES = frozenset({"view", "click", "cart", "purchase", "rating", "skip"})
+# The rules as data, read here and by the stream's JVM decoder (jobs/jvm EventContract.java): one rule set.
+RULES_FILE = Path(__file__).with_name("event_rules.json")
+_RULES: dict[str, Any] = json.loads(RULES_FILE.read_text())
+EVENT_TYPES = frozenset(_RULES["event_types"])
 # The control record of a user's right to be forgotten (not an action: ``item_id`` is not required).
-FORGET = "forget"
+FORGET: str = _RULES["forget"]
 # The scenario of events that carry none: the stream's interest facets and the trainer's sequences alike.
-DEFAULT_SCENARIO = "default"
-MAX_ID_CHARS = 256
-MAX_SCENARIO_CHARS = 64
-MAX_RECORD_BYTES = 64 * 1024
+DEFAULT_SCENARIO: str = _RULES["default_scenario"]
+MAX_ID_CHARS: int = _RULES["max_id_chars"]
+MAX_SCENARIO_CHARS: int = _RULES["max_scenario_chars"]
+MAX_RECORD_BYTES: int = _RULES["max_record_bytes"]
 # Event time may run ahead of the wall clock by clock skew, not by days: such a ts would poison decay.
-MAX_FUTURE_MS = 24 * 3600 * 1000
-_KNOWN = {"user_id", "item_id", "type", "ts", "value", "scenario", "context"}
+MAX_FUTURE_MS: int = _RULES["max_future_ms"]
+_KNOWN = frozenset(_RULES["known_fields"])
+# Containers open at once (JSON nesting): deeper records are refused before Python's recursion limit is near.
+MAX_NESTING: int = _RULES["max_nesting"]
 # C0 controls, DEL and C1 controls (U+0085 NEL among them): they break logs, terminals and Redis tooling, and
 # are never part of a real id.
-_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_CHARS = re.compile("[" + "".join(f"\\x{a:02x}-\\x{b:02x}" for a, b in _RULES["control_ranges"]) + "]")
+# What str.strip() takes for whitespace, less the controls above: an id of these alone is blank.
+_BLANK = frozenset(chr(c) for c in _RULES["blank_chars"])
 # The id rule in words, for error messages and the API's documentation.
 ID_RULE = f"1..{MAX_ID_CHARS} characters, not blank, no control characters"
 
@@ -70,7 +80,7 @@ def id_problem(value: object) -> str | None:
         return f"is longer than {MAX_ID_CHARS} characters"
     if _CONTROL_CHARS.search(value):
         return "contains control characters"
-    if not value.strip():  # whitespace only (U+0085 NEL, which str.strip takes for one, is a control: above)
+    if all(c in _BLANK for c in value):  # whitespace only
         return "must not be empty"
     if not _encodes(value):
         return "is not valid Unicode (lone surrogate)"
@@ -89,6 +99,8 @@ class Event:
     scenario: str | None = None
     context: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The producer's id of this event: a redelivered or duplicated record with the same id is applied once.
+    event_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form (unknown fields included)."""
@@ -96,7 +108,7 @@ class Event:
         if self.type == FORGET and not self.item_id:
             del out["item_id"]
         out.update(type=self.type, ts=self.ts)
-        for name in ("value", "scenario", "context"):
+        for name in ("value", "scenario", "context", "event_id"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -136,10 +148,35 @@ def _reject_constant(name: str) -> None:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+def _nesting(text: str) -> int:
+    """The most JSON containers open at once in ``text`` (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def _loads(raw: bytes) -> Any:
     try:
         # Strict UTF-8: json.loads(bytes) would also take UTF-16/32 and UTF-8-encoded surrogates.
         text = raw.decode()
+        # Counting brackets is cheap; scanning the strings only when there could be too many.
+        if text.count("[") + text.count("{") > MAX_NESTING and _nesting(text) > MAX_NESTING:
+            raise InvalidRecordError(f"not JSON: nested deeper than {MAX_NESTING}")
         # NaN/Infinity are Python extensions that strict JSON readers of our outputs would choke on.
         obj = json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
@@ -190,8 +227,9 @@ def validate_event(obj: Any, now_ms: int | None = None) -> Event:
     context = obj.get("context")
     if context is not None and not isinstance(context, dict):
         raise InvalidRecordError("field 'context' must be a JSON object")
+    event_id = _id(obj, "event_id") if "event_id" in obj else None
     extra = {k: v for k, v in obj.items() if k not in _KNOWN}
-    return Event(user_id, item_id, etype, ts, value, scenario, context, extra)
+    return Event(user_id, item_id, etype, ts, value, scenario, context, extra, event_id)
 
 
 def parse_event(raw: bytes, now_ms: int | None = None) -> Event:

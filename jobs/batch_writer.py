@@ -1,0 +1,216 @@
+"""The Python stage of the interest job: once per batch of users (never per event), write Redis and score.
+
+The JVM stages (:mod:`jobs.interest`) apply every event to the user's state and hand this stage one record per
+writer shard and flush: ``{"shard", "final", "users": [...]}``, each user's record as ``UserInterest.encode``
+writes it (``u`` id, ``n`` events, ``t`` last ts, ``r`` recent ``[ts, item, scenario]``, ``s`` seen items, ``i`` top
+interests, ``a`` actions since the last flush, ``f`` forgotten). Per batch it:
+
+1. deletes the keys of users who were forgotten (before anything newer of theirs is written);
+2. counts the online hit rate: each action against the ``rec:{id}`` the user had while acting;
+3. writes every user's ``user:{id}`` (the state path: always as fresh as the batch);
+4. scores the users whose state changed, coalesced (once per user, however many events), oldest first: all
+   those waiting for ``job.max_rec_staleness_ms`` or more, then others for at most one flush interval of
+   scoring per flush, so that a scorer slower than the stream makes ``rec:{id}`` lag by a bounded staleness
+   instead of holding the state path (and Kafka) back;
+5. returns one audit record per user written (``scored`` tells the state write from the recommendation).
+
+The backlog of users waiting to be scored lives in this process: after a restart, those users' ``rec:{id}``
+refresh at their next event. Everything else is derived from the JVM state, so a replay converges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from pyflink.datastream import BroadcastProcessFunction, RuntimeContext
+
+from jobs.catalog import CATALOG_IDS, CATALOG_IDS_KEY
+from jobs.redis_io import StreamRedis
+from serving.model_watcher import ServingModel
+from serving.store import (
+    RedisOp,
+    UserView,
+    decode_item,
+    decode_recommendations,
+    encode_recommendations,
+    key,
+    online_hits,
+    online_metric_ops,
+)
+from streamrec.events import item_text
+
+if TYPE_CHECKING:
+    from streamrec.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Users per scorer call: big enough to amortise the call, small enough to check the time budget between calls.
+SCORE_CHUNK = 256
+
+
+def merge_records(users: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One record per user, the newest; actions after (and of) the user's last forget record only."""
+    out: dict[str, dict[str, Any]] = {}
+    for rec in users:  # a user's records arrive in the order the JVM flushed them
+        prev = out.get(rec["u"])
+        if prev is not None and not rec.get("f"):
+            rec = {**rec, "a": prev["a"] + rec["a"], "f": prev.get("f", False)}
+        out[rec["u"]] = rec
+    return out
+
+
+class BatchWriter(BroadcastProcessFunction):
+    """Per batch: Redis in a few pipelined round trips, the scorer on the users that changed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        j = self.settings.job
+        self.redis = StreamRedis(self.settings, runtime_context)
+        self.model = ServingModel(
+            str(self.settings.path(self.settings.models.registry_dir)), j.model_check_interval_s, j.scorer_threads
+        )
+        self.catalog: set[str] | None = None  # None: not yet read back from the (restored) broadcast state
+        self.restricted: tuple[int, int] | None = None  # (scorer id, catalog size) applied to the scorer
+        self.item_texts: dict[str, str] = {}
+        # user -> (waiting since, monotonic s; the user's newest record): the users to score.
+        self.backlog: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.max_staleness_s = j.max_rec_staleness_ms / 1000
+        self.budget_s = j.flush_interval_ms / 1000 / j.writer_shards
+        group = runtime_context.get_metrics_group()
+        self.users_written = group.counter("users_written")
+        self.users_scored = group.counter("users_scored")
+        self.score_ms = group.counter("score_ms")
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def _load_catalog(self, ctx: Any) -> set[str]:
+        if self.catalog is None:
+            self.catalog = set(ctx.get_broadcast_state(CATALOG_IDS).get(CATALOG_IDS_KEY) or ())
+        return self.catalog
+
+    def process_broadcast_element(self, value: bytes, ctx: BroadcastProcessFunction.Context) -> None:
+        item = json.loads(value)
+        catalog = self._load_catalog(ctx)
+        self.item_texts[item["item_id"]] = item["text"]
+        if item["item_id"] not in catalog:
+            catalog.add(item["item_id"])
+            ctx.get_broadcast_state(CATALOG_IDS).put(CATALOG_IDS_KEY, catalog)
+
+    def process_element(self, value: bytes, ctx: BroadcastProcessFunction.ReadOnlyContext) -> Iterator[bytes]:
+        self._load_catalog(ctx)
+        batch = json.loads(value)
+        lines = self.write(batch["users"], final=bool(batch["final"]))
+        if lines:
+            yield b"\n".join(lines)
+
+    def write(self, users: list[dict[str, Any]], final: bool = False) -> list[bytes]:
+        """Steps 1-5 of the module's docstring for one batch; the audit records."""
+        latest = merge_records(users)
+        forgotten = sorted(u for u, r in latest.items() if r.get("f"))
+        live = [r for r in latest.values() if r["n"] > 0]
+        ops: list[RedisOp] = [("delete", (key("rec", u), key("user", u)), {}) for u in forgotten]
+        actions = {r["u"]: [tuple(a) for a in r["a"]] for r in live if r["a"] and not r.get("f")}
+        if actions:
+            shown = self.redis.execute([("get", (key("rec", u),), {}) for u in actions])
+            hits = online_hits(actions, dict(zip(actions, map(decode_recommendations, shown), strict=True)))
+            ops += online_metric_ops(hits)
+        for r in live:
+            view = UserView(r["u"], r["n"], r["t"], [e[1] for e in r["r"]], r["i"])
+            ops.append(("hset", (key("user", r["u"]),), {"mapping": view.to_hash()}))
+        if ops:
+            self.redis.execute(ops)
+        written_ms = int(time.time() * 1000)
+        self.users_written.inc(len(live))
+        now = time.monotonic()
+        for u in forgotten:
+            self.backlog.pop(u, None)
+        for r in live:
+            since = self.backlog.get(r["u"], (now, r))[0]
+            self.backlog[r["u"]] = (since, r)
+        scored = self.score_backlog(final)
+        audit = [
+            json.dumps({"user_id": r["u"], "events": r["n"], "items": [], "scores": [], "model_version": "",
+                        "ts": written_ms, "written_at": written_ms, "scored": False}, separators=(",", ":")).encode()
+            for r in live if r["u"] not in scored
+        ]
+        return audit + list(scored.values())
+
+    def _scorer(self) -> Any:
+        scorer = self.model.get()
+        if scorer is not None and self.catalog and self.restricted != (id(scorer), len(self.catalog)):
+            self._embed_new_items(scorer, self.catalog)
+            scorer.restrict_to(self.catalog)
+            self.restricted = (id(scorer), len(self.catalog))
+        return scorer
+
+    def score_backlog(self, everything: bool) -> dict[str, bytes]:
+        """Score the backlog, oldest first, within the budget of the module's docstring; user -> audit record."""
+        scorer = self._scorer() if self.backlog else None
+        if scorer is None:
+            self.backlog.clear()  # no model promoted yet: nothing to score (rec: stays as it is)
+            return {}
+        t0 = time.monotonic()
+        order = sorted(self.backlog.items(), key=lambda kv: kv[1][0])
+        out: dict[str, bytes] = {}
+        version = self.model.version or scorer.version
+        k = self.settings.job.top_k
+        for start in range(0, len(order), SCORE_CHUNK):
+            now = time.monotonic()
+            chunk = order[start : start + SCORE_CHUNK]
+            overdue = now - chunk[0][1][0] >= self.max_staleness_s
+            if not (everything or overdue or now - t0 < self.budget_s):
+                break
+            recs = [r for _, (_, r) in chunk]
+            lists = scorer.score(
+                [[e[1] for e in r["r"]] for r in recs],
+                k,
+                exclude=[set(r["s"]) for r in recs],
+                times=[[e[0] for e in r["r"]] for r in recs],
+                scenarios=[[e[2] for e in r["r"]] for r in recs],
+            )
+            now_ms = int(time.time() * 1000)
+            ops: list[RedisOp] = [
+                ("set", (key("rec", r["u"]), encode_recommendations(items, version, now_ms)), {})
+                for r, items in zip(recs, lists, strict=True) if items
+            ]
+            if ops:
+                self.redis.execute(ops)
+            written_ms = int(time.time() * 1000)
+            for r, items in zip(recs, lists, strict=True):
+                self.backlog.pop(r["u"], None)
+                out[r["u"]] = json.dumps(
+                    {"user_id": r["u"], "events": r["n"], "items": [i for i, _ in items],
+                     "scores": [round(float(x), 6) for _, x in items], "model_version": version, "ts": now_ms,
+                     "written_at": written_ms, "scored": True},
+                    separators=(",", ":"),
+                ).encode()
+        self.users_scored.inc(len(out))
+        self.score_ms.inc(int((time.monotonic() - t0) * 1000))
+        return out
+
+    def _embed_new_items(self, scorer: Any, catalog: set[str]) -> None:
+        """Give catalog items the model has never seen a row from their text (a text model only).
+
+        Texts come from the ``items`` records of this process, else (after a restart) from ``item:{id}``.
+        """
+        if not scorer.embeds_text:
+            return
+        unknown = sorted(i for i in catalog if not scorer.knows(i))
+        missing = [i for i in unknown if i not in self.item_texts]
+        if missing:
+            hashes = self.redis.execute([("hgetall", (key("item", i),), {}) for i in missing])
+            for item_id, raw in zip(missing, hashes, strict=True):
+                record = decode_item(raw)
+                self.item_texts[item_id] = item_text(record) if record else ""
+        t0 = time.perf_counter()
+        added = scorer.add_items({i: self.item_texts[i] for i in unknown})
+        if added:
+            log.info("model %s: %d new items embedded from their text in %.2fs", scorer.version, added,
+                     time.perf_counter() - t0)

@@ -1,0 +1,74 @@
+package io.streamrec.jobs;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Base64;
+import java.util.List;
+
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ObjectNode;
+
+/**
+ * The JVM side of the agreement tests (tests/unit/test_event_rules_agree.py), one JSON line in, one out:
+ *
+ * <ul>
+ *   <li>{@code validate NOW_MS}: base64 records -> {@code {"ok", "reason", "user_id", "item_id", "type", "ts",
+ *       "value", "scenario", "event_id"}};
+ *   <li>{@code apply PARAMS_JSON}: one user's events {@code {"user_id", "item_id", "type", "ts", "value",
+ *       "scenario", "facets": [...]}} -> the user's record after all of them, as the writer would receive it.
+ * </ul>
+ */
+public final class ContractCli {
+    private ContractCli() {}
+
+    public static void main(String[] args) throws Exception {
+        ObjectMapper mapper = new ObjectMapper();
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        PrintStream out = new PrintStream(System.out, false, StandardCharsets.UTF_8);
+        if ("validate".equals(args[0])) {
+            EventContract contract = EventContract.load();
+            long now = Long.parseLong(args[1]);
+            for (String line; (line = in.readLine()) != null; ) {
+                ObjectNode verdict = mapper.createObjectNode();
+                try {
+                    Event ev = contract.parse(Base64.getDecoder().decode(line.trim()), now);
+                    verdict.put("ok", true).put("user_id", ev.userId).put("item_id", ev.itemId).put("type", ev.type)
+                            .put("ts", ev.ts).put("value", ev.value).put("scenario", ev.scenario)
+                            .put("event_id", ev.eventId);
+                } catch (EventContract.InvalidRecord e) {
+                    verdict.put("ok", false).put("reason", e.getMessage());
+                }
+                out.println(mapper.writeValueAsString(verdict));
+            }
+        } else if ("apply".equals(args[0])) {
+            UserInterest job = new UserInterest(JobParams.fromJson(args[1]));
+            UserState s = null;
+            for (String line; (line = in.readLine()) != null; ) {
+                JsonNode e = mapper.readTree(line);
+                Event ev = new Event();
+                ev.userId = e.get("user_id").asText();
+                ev.itemId = e.get("item_id").asText();
+                ev.type = e.get("type").asText();
+                ev.ts = e.get("ts").asLong();
+                ev.value = e.hasNonNull("value") ? e.get("value").asDouble() : null;
+                ev.scenario = e.hasNonNull("scenario") ? e.get("scenario").asText() : null;
+                List<String> facets = new ArrayList<>();
+                e.path("facets").forEach(f -> facets.add(f.asText()));
+                if (s == null) {
+                    s = new UserState(ev.userId);
+                }
+                job.apply(s, ev, facets.toArray(new String[0]));
+            }
+            if (s != null) {
+                out.println(new String(UserInterest.encode(s, Integer.MAX_VALUE), StandardCharsets.UTF_8));
+            }
+        } else {
+            throw new IllegalArgumentException("usage: ContractCli validate NOW_MS | apply PARAMS_JSON");
+        }
+        out.flush();
+    }
+}

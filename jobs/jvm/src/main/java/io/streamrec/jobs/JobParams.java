@@ -1,0 +1,37 @@
+package io.streamrec.jobs;
+
+import java.io.Serializable;
+import java.util.HashMap;
+import java.util.Map;
+
+/** The job's knobs, from the Python config ({@code streamrec.config.JobConfig}) at wiring time: no defaults here. */
+public class JobParams implements Serializable {
+    private static final long serialVersionUID = 1L;
+    public int recentItems;
+    public int maxSeenItems;
+    public double halfLifeHours;
+    public long flushIntervalMs;
+    public int shards;
+    public long dedupTtlMs;
+    public int dedupMaxIds;
+    public int topInterests;
+    public long batchDelayMs;
+    public long tickForMs;
+    public boolean flushAtEndOfInput;
+    public String forgetType;
+    public String defaultScenario;
+    public double ratingMidpoint;
+    public Map<String, Double> typeWeights = new HashMap<>();
+
+    public JobParams() {}
+
+    /** From the JSON object {@code jobs/interest.py} writes (these field names). */
+    public static JobParams fromJson(String json) {
+        try {
+            return new org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper()
+                    .readValue(json, JobParams.class);
+        } catch (java.io.IOException e) {
+            throw new IllegalArgumentException("job parameters: " + e.getMessage(), e);
+        }
+    }
+}

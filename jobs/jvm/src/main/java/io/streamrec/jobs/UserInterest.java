@@ -1,0 +1,280 @@
+package io.streamrec.jobs;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.zip.CRC32;
+
+import org.apache.flink.api.common.functions.OpenContext;
+import org.apache.flink.api.common.state.MapStateDescriptor;
+import org.apache.flink.api.common.state.ReadOnlyBroadcastState;
+import org.apache.flink.api.common.state.ValueState;
+import org.apache.flink.api.common.state.ValueStateDescriptor;
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.api.java.tuple.Tuple2;
+import org.apache.flink.metrics.Counter;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonGenerator;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.streaming.api.functions.co.KeyedBroadcastProcessFunction;
+import org.apache.flink.util.Collector;
+
+/**
+ * Keyed by user: apply each event to the user's state on the JVM, and once per flush interval emit the user's
+ * state (one JSON record) for the writer's batch: a user who sent many events in an interval is written once.
+ *
+ * <p>The flush is a processing-time timer per user at the next multiple of the interval (Flink keeps one timer per
+ * key and time, so a burst registers one); with bounded input (tests), an event-time timer at the end of input too.
+ * The catalog arrives as broadcast state (item id -> its category facets), so interests decay per category as
+ * well as per scenario.
+ */
+public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, byte[], Tuple2<Integer, byte[]>> {
+    private static final long serialVersionUID = 1L;
+    public static final long END_OF_INPUT = Long.MAX_VALUE - 1;
+    private static final double MS_PER_HOUR = 3_600_000.0;
+    private static final ObjectMapper MAPPER = new ObjectMapper();
+    private static final JsonFactory JSON = new JsonFactory();
+
+    /** item id -> "category:X" facets. */
+    public static final MapStateDescriptor<String, String[]> CATALOG =
+            new MapStateDescriptor<>("catalog-facets", Types.STRING, TypeInformation.of(String[].class));
+
+    private final JobParams p;
+    private transient ValueState<UserState> state;
+    private transient Counter duplicates;
+    private transient Counter forgets;
+
+    public UserInterest(JobParams params) {
+        this.p = params;
+    }
+
+    @Override
+    public void open(OpenContext context) {
+        state = getRuntimeContext().getState(new ValueStateDescriptor<>("user", TypeInformation.of(UserState.class)));
+        duplicates = getRuntimeContext().getMetricGroup().counter("events_duplicate");
+        forgets = getRuntimeContext().getMetricGroup().counter("forgets");
+    }
+
+    /** Stable shard of a user: crc32 of the UTF-8 id, as {@code jobs.writer.shard_of}. */
+    public static int shardOf(String userId, int shards) {
+        CRC32 crc = new CRC32();
+        crc.update(userId.getBytes(StandardCharsets.UTF_8));
+        return (int) (crc.getValue() % shards);
+    }
+
+    @Override
+    public void processElement(Event ev, ReadOnlyContext ctx, Collector<Tuple2<Integer, byte[]>> out) throws Exception {
+        UserState s = state.value();
+        if (s == null) {
+            s = new UserState(ev.userId);
+        }
+        long now = ctx.timerService().currentProcessingTime();
+        if (ev.eventId != null && isDuplicate(s, ev.eventId, now)) {
+            duplicates.inc();
+            return;
+        }
+        if (p.forgetType.equals(ev.type)) {
+            // The right to be forgotten: everything the user did goes; the flush tells the writer to delete.
+            forgets.inc();
+            s = new UserState(ev.userId);
+            s.forgotten = true;
+        } else {
+            apply(s, ev, facets(ev.itemId, ctx.getBroadcastState(CATALOG)));
+        }
+        s.dirty = true;
+        state.update(s);
+        ctx.timerService().registerProcessingTimeTimer((now / p.flushIntervalMs + 1) * p.flushIntervalMs);
+        if (p.flushAtEndOfInput) {
+            ctx.timerService().registerEventTimeTimer(END_OF_INPUT);
+        }
+    }
+
+    private boolean isDuplicate(UserState s, String eventId, long now) {
+        Iterator<Map.Entry<String, Long>> oldest = s.eventIds.entrySet().iterator();
+        while (oldest.hasNext()) {  // expire by age, then by count
+            Map.Entry<String, Long> e = oldest.next();
+            if (now - e.getValue() <= p.dedupTtlMs && s.eventIds.size() <= p.dedupMaxIds) {
+                break;
+            }
+            oldest.remove();
+        }
+        if (s.eventIds.containsKey(eventId)) {
+            return true;
+        }
+        s.eventIds.put(eventId, now);
+        return false;
+    }
+
+    private static String[] facets(String itemId, ReadOnlyBroadcastState<String, String[]> catalog) throws Exception {
+        String[] f = catalog.get(itemId);
+        return f == null ? new String[0] : f;
+    }
+
+    double weight(Event ev) {
+        if ("rating".equals(ev.type)) {
+            return (ev.value != null ? ev.value : p.ratingMidpoint) - p.ratingMidpoint;
+        }
+        Double w = p.typeWeights.get(ev.type);
+        return w == null ? 0.0 : w;
+    }
+
+    /** One event applied in place: {@code jobs.state.apply_event}. Out-of-order events land at their time. */
+    void apply(UserState s, Event ev, String[] facets) {
+        s.events += 1;
+        s.lastTs = Math.max(s.lastTs, ev.ts);
+        String scenario = ev.scenario != null ? ev.scenario : p.defaultScenario;
+        if (!"skip".equals(ev.type)) {
+            s.pendingItems.add(ev.itemId);
+            s.pendingScenarios.add(scenario);
+            insertRecent(s, ev.ts, ev.itemId, scenario);
+            s.seen.remove(ev.itemId);
+            s.seen.add(ev.itemId);
+            Iterator<String> old = s.seen.iterator();
+            for (int overflow = s.seen.size() - p.maxSeenItems; overflow > 0; overflow--) {
+                old.next();
+                old.remove();
+            }
+        }
+        double halfLifeMs = p.halfLifeHours * MS_PER_HOUR;
+        double w = weight(ev);
+        if (ev.ts >= s.interestsTs) {
+            double decay = Math.pow(0.5, (ev.ts - s.interestsTs) / halfLifeMs);
+            HashMap<String, Double> decayed = new HashMap<>(s.interests.size() * 2 + 4);
+            for (Map.Entry<String, Double> e : s.interests.entrySet()) {
+                double v = e.getValue() * decay;
+                if (Math.abs(v) > 1e-6) {
+                    decayed.put(e.getKey(), v);
+                }
+            }
+            s.interests = decayed;
+            s.interestsTs = ev.ts;
+        } else {  // a late event counts as much as it would have decayed to by now
+            w *= Math.pow(0.5, (s.interestsTs - ev.ts) / halfLifeMs);
+        }
+        s.interests.merge("scenario:" + scenario, w, Double::sum);
+        for (String f : facets) {
+            s.interests.merge(f, w, Double::sum);
+        }
+    }
+
+    private void insertRecent(UserState s, long ts, String item, String scenario) {
+        int n = s.recentTs.length;
+        int at = n;  // after every entry with time <= ts (bisect.insort_right)
+        while (at > 0 && s.recentTs[at - 1] > ts) {
+            at--;
+        }
+        int keepFrom = Math.max(0, n + 1 - p.recentItems);
+        int size = n + 1 - keepFrom;
+        long[] t = new long[size];
+        String[] it = new String[size];
+        String[] sc = new String[size];
+        int j = 0;
+        for (int i = 0; i <= n; i++) {
+            long ti;
+            String ii;
+            String si;
+            if (i < at) {
+                ti = s.recentTs[i]; ii = s.recentItems[i]; si = s.recentScenarios[i];
+            } else if (i == at) {
+                ti = ts; ii = item; si = scenario;
+            } else {
+                ti = s.recentTs[i - 1]; ii = s.recentItems[i - 1]; si = s.recentScenarios[i - 1];
+            }
+            if (i >= keepFrom) {
+                t[j] = ti; it[j] = ii; sc[j] = si;
+                j++;
+            }
+        }
+        s.recentTs = t;
+        s.recentItems = it;
+        s.recentScenarios = sc;
+    }
+
+    @Override
+    public void onTimer(long timestamp, OnTimerContext ctx, Collector<Tuple2<Integer, byte[]>> out) throws Exception {
+        UserState s = state.value();
+        if (s == null || !s.dirty) {
+            return;
+        }
+        out.collect(Tuple2.of(shardOf(s.userId, p.shards), encode(s, p.topInterests)));
+        if (s.events == 0) {  // forgotten, and nothing since: no state is kept at all
+            state.clear();
+            return;
+        }
+        s.pendingItems.clear();
+        s.pendingScenarios.clear();
+        s.forgotten = false;
+        s.dirty = false;
+        state.update(s);
+    }
+
+    /**
+     * The user's record for the writer: {@code {"u", "n" (events), "t" (last ts), "r" ([ts, item, scenario] oldest
+     * first), "s" (seen), "i" (top interests), "a" ([item, scenario] since the last flush), "f" (forgotten)}}.
+     */
+    static byte[] encode(UserState s, int topInterests) {
+        ByteArrayOutputStream buf = new ByteArrayOutputStream(256 + 24 * (s.recentTs.length + s.seen.size()));
+        try (JsonGenerator g = JSON.createGenerator(buf)) {
+            g.writeStartObject();
+            g.writeStringField("u", s.userId);
+            g.writeNumberField("n", s.events);
+            g.writeNumberField("t", s.lastTs);
+            g.writeArrayFieldStart("r");
+            for (int i = 0; i < s.recentTs.length; i++) {
+                g.writeStartArray();
+                g.writeNumber(s.recentTs[i]);
+                g.writeString(s.recentItems[i]);
+                g.writeString(s.recentScenarios[i]);
+                g.writeEndArray();
+            }
+            g.writeEndArray();
+            g.writeArrayFieldStart("s");
+            for (String item : s.seen) {
+                g.writeString(item);
+            }
+            g.writeEndArray();
+            g.writeObjectFieldStart("i");
+            List<Map.Entry<String, Double>> top = new ArrayList<>(s.interests.entrySet());
+            top.sort((a, b) -> Double.compare(Math.abs(b.getValue()), Math.abs(a.getValue())));
+            for (Map.Entry<String, Double> e : top.subList(0, Math.min(topInterests, top.size()))) {
+                g.writeNumberField(e.getKey(), e.getValue());
+            }
+            g.writeEndObject();
+            g.writeArrayFieldStart("a");
+            for (int i = 0; i < s.pendingItems.size(); i++) {
+                g.writeStartArray();
+                g.writeString(s.pendingItems.get(i));
+                g.writeString(s.pendingScenarios.get(i));
+                g.writeEndArray();
+            }
+            g.writeEndArray();
+            if (s.forgotten) {
+                g.writeBooleanField("f", true);
+            }
+            g.writeEndObject();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        return buf.toByteArray();
+    }
+
+    /** A catalog record from the catalog stage: {@code {"item_id", "categories": [...]}}. */
+    @Override
+    public void processBroadcastElement(byte[] item, Context ctx, Collector<Tuple2<Integer, byte[]>> out) throws Exception {
+        JsonNode node = MAPPER.readTree(item);
+        List<String> facets = new ArrayList<>();
+        JsonNode cats = node.get("categories");
+        if (cats != null) {
+            cats.forEach(c -> facets.add("category:" + c.asText()));
+        }
+        ctx.getBroadcastState(CATALOG).put(node.get("item_id").asText(), facets.toArray(new String[0]));
+    }
+}

@@ -1,0 +1,141 @@
+"""One rule set, two readers: the producer SDK's parser (streamrec.events) and the stream's JVM decoder
+(jobs/jvm EventContract) agree on every record of the fuzz corpus, and the JVM interest state agrees with
+jobs.state.apply_event. The JVM side runs as ``java ... ContractCli`` on the jar `make setup` builds."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import subprocess
+from typing import Any
+
+import pytest
+from hypothesis import given
+
+from infra.flink_cluster import flink_home
+from infra.jars import job_jar
+from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT, UserState, apply_event
+from streamrec.config import PROJECT_ROOT, JobConfig
+from streamrec.events import DEFAULT_SCENARIO, FORGET, Event, InvalidRecordError, parse_event
+from tests.unit.test_events_fuzz import EVENT_FIELDS, FUZZ, NOW, records
+
+
+def java(mode: str, arg: str, lines: list[str]) -> list[dict[str, Any]]:
+    jar = job_jar(PROJECT_ROOT / ".cache" / "jars")
+    classpath = ":".join([str(jar), *map(str, sorted((flink_home() / "lib").glob("*.jar")))])
+    proc = subprocess.run(
+        ["java", "-cp", classpath, "io.streamrec.jobs.ContractCli", mode, arg],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def python_verdict(raw: bytes) -> dict[str, Any]:
+    try:
+        ev = parse_event(raw, now_ms=NOW)
+    except InvalidRecordError as exc:
+        return {"ok": False, "reason": exc.reason}
+    return {"ok": True, "user_id": ev.user_id, "item_id": ev.item_id, "type": ev.type, "ts": ev.ts,
+            "value": ev.value, "scenario": ev.scenario, "event_id": ev.event_id}
+
+
+HAND_PICKED = [
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"event_id":"e-1"}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"event_id":""}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"event_id":null}',
+    b'{"user_id":"u1","type":"forget","ts":5}',
+    b'{"user_id":"\\u3000","item_id":"i1","type":"view","ts":5}',
+    b'{"user_id":"a\\u00a0","item_id":"i1","type":"view","ts":5}',
+    b'{"user_id":"u1","item_id":"i1","type":"rating","ts":5,"value":1e400}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5} {}',
+    b'\xef\xbb\xbf{"user_id":"u1","item_id":"i1","type":"view","ts":5}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"x":"\\ud800"}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"x":"\\ud83c\\udfac"}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":-0}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5.0}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"scenario":""}',
+    b"",
+    b"[" * 500 + b"]" * 500,
+    b"[" * 501 + b"]" * 501,
+    b'{"context":' * 499 + b'{"user_id":"u1","item_id":"i1","type":"view","ts":5}' + b"}" * 499,
+    b'{"context":' * 500 + b'{"user_id":"u1","item_id":"i1","type":"view","ts":5}' + b"}" * 500,
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"x":' + b"1" * 4300 + b"}",
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"x":' + b"1" * 4301 + b"}",
+]
+
+
+def same(py: dict[str, Any], jv: dict[str, Any], raw: bytes) -> None:
+    assert py["ok"] == jv["ok"], (raw[:300], py, jv)
+    if py["ok"]:
+        assert py == jv, raw[:300]
+    elif py["reason"].startswith("field '") and not py["reason"].startswith("field 'type'"):
+        assert py["reason"] == jv["reason"], raw[:300]  # the same words (a type's repr is Python's own)
+
+
+def test_hand_picked_records_agree() -> None:
+    got = java("validate", str(NOW), [base64.b64encode(r).decode() for r in HAND_PICKED])
+    for raw, jv in zip(HAND_PICKED, got, strict=True):
+        same(python_verdict(raw), jv, raw)
+
+
+def test_fuzz_corpus_agrees() -> None:
+    corpus: list[bytes] = []
+
+    @FUZZ
+    @given(raw=records(EVENT_FIELDS))
+    def gather(raw: bytes) -> None:
+        corpus.append(raw)
+
+    gather()
+    got = java("validate", str(NOW), [base64.b64encode(r).decode() for r in corpus])
+    assert len(got) == len(corpus) > 100
+    for raw, jv in zip(corpus, got, strict=True):
+        same(python_verdict(raw), jv, raw)
+    assert any(v["ok"] for v in got) and not all(v["ok"] for v in got)  # the corpus has both kinds
+
+
+def params(cfg: JobConfig) -> str:
+    return json.dumps({
+        "recentItems": cfg.recent_items, "maxSeenItems": cfg.max_seen_items,
+        "halfLifeHours": cfg.interest_half_life_hours,
+        "flushIntervalMs": 100, "shards": 4, "dedupTtlMs": 1000, "dedupMaxIds": 10, "topInterests": 10,
+        "batchDelayMs": 20, "tickForMs": 1000, "flushAtEndOfInput": False, "forgetType": FORGET,
+        "defaultScenario": DEFAULT_SCENARIO, "ratingMidpoint": RATING_MIDPOINT, "typeWeights": TYPE_WEIGHT,
+    })
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_jvm_state_agrees_with_apply_event(seed: int) -> None:
+    rng = random.Random(seed)
+    cfg = JobConfig(recent_items=8, max_seen_items=12, interest_half_life_hours=1.0)
+    state = UserState("u1")
+    lines = []
+    ts = 1_700_000_000_000
+    for _ in range(60):
+        ts += rng.randint(-600_000, 1_200_000)  # out of order now and then
+        etype = rng.choice([*TYPE_WEIGHT, "rating"])
+        value = rng.choice([None, 1.0, 4.5]) if etype == "rating" else None
+        scenario = rng.choice([None, "web", "app"])
+        item = f"i{rng.randint(0, 20)}"
+        facets = tuple(f"category:{c}" for c in rng.sample(["Drama", "Comedy", "Noir"], rng.randint(0, 2)))
+        apply_event(state, Event("u1", item, etype, ts, value, scenario), cfg, facets)
+        lines.append(json.dumps({"user_id": "u1", "item_id": item, "type": etype, "ts": ts, "value": value,
+                                 "scenario": scenario, "facets": list(facets)}))
+    (jv,) = java("apply", params(cfg), lines)
+    assert jv["n"] == state.events and jv["t"] == state.last_ts
+    assert [tuple(e) for e in jv["r"]] == state.recent
+    assert jv["s"] == list(state.seen)
+    assert set(jv["i"]) == set(state.interests)
+    for facet, weight in state.interests.items():
+        assert jv["i"][facet] == pytest.approx(weight, rel=1e-9, abs=1e-12)
+
+
+def test_the_jar_carries_the_rules_file() -> None:
+    import zipfile
+
+    with zipfile.ZipFile(job_jar(PROJECT_ROOT / ".cache" / "jars")) as jar:
+        packaged = json.loads(jar.read("event_rules.json"))
+    assert packaged == json.loads((PROJECT_ROOT / "streamrec" / "event_rules.json").read_text())
