@@ -1,17 +1,19 @@
 """The Python stage of the interest job: once per batch of users (never per event), write Redis and score.
 
 The JVM stages (:mod:`jobs.interest`) apply every event to the user's state and hand this stage one record per
-writer shard and flush: ``{"shard", "final", "users": [...]}``, each user's record as ``UserInterest.encode``
+writer shard and flush: ``{"shard", "final", "records": [...]}``, each user's record as ``UserInterest.encode``
 writes it (``u`` id, ``n`` events, ``t`` last ts, ``r`` recent ``[ts, item, scenario]``, ``s`` seen items, ``i`` top
 interests, ``a`` actions since the last flush, ``f`` forgotten). Per batch it:
 
 1. deletes the keys of users who were forgotten (before anything newer of theirs is written);
 2. counts the online hit rate: each action against the ``rec:{id}`` the user had while acting;
 3. writes every user's ``user:{id}`` (the state path: always as fresh as the batch);
-4. scores the users whose state changed, coalesced (once per user, however many events), oldest first: all
-   those waiting for ``job.max_rec_staleness_ms`` or more, then others for at most one flush interval of
-   scoring per flush, so that a scorer slower than the stream makes ``rec:{id}`` lag by a bounded staleness
-   instead of holding the state path (and Kafka) back;
+4. scores the users whose state changed, coalesced (once per user, however many events), oldest first, for
+   at most ``job.score_share`` of a flush interval per flush (summed over the shards): a scorer slower than the
+   stream makes ``rec:{id}`` lag instead of holding the state path (and Kafka) back. The lag is bounded: the
+   backlog holds each user once, so a user waits at most (users in the backlog) / (users scored per second).
+   Users scored after waiting longer than ``job.max_rec_staleness_ms`` are counted (metric ``recs_late``): the
+   sign that the scorer, not the stream, needs more capacity;
 5. returns one audit record per user written (``scored`` tells the state write from the recommendation).
 
 The backlog of users waiting to be scored lives in this process: after a restart, those users' ``rec:{id}``
@@ -28,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from pyflink.datastream import BroadcastProcessFunction, RuntimeContext
 
-from jobs.catalog import CATALOG_IDS, CATALOG_IDS_KEY
 from jobs.redis_io import StreamRedis
 from serving.model_watcher import ServingModel
 from serving.store import (
+    CATALOG,
     RedisOp,
     UserView,
     decode_item,
@@ -75,38 +77,39 @@ class BatchWriter(BroadcastProcessFunction):
         self.model = ServingModel(
             str(self.settings.path(self.settings.models.registry_dir)), j.model_check_interval_s, j.scorer_threads
         )
-        self.catalog: set[str] | None = None  # None: not yet read back from the (restored) broadcast state
+        self.catalog: set[str] | None = None  # None: not yet read from Redis (the catalog set)
         self.restricted: tuple[int, int] | None = None  # (scorer id, catalog size) applied to the scorer
         self.item_texts: dict[str, str] = {}
         # user -> (waiting since, monotonic s; the user's newest record): the users to score.
         self.backlog: dict[str, tuple[float, dict[str, Any]]] = {}
         self.max_staleness_s = j.max_rec_staleness_ms / 1000
-        self.budget_s = j.flush_interval_ms / 1000 / j.writer_shards
+        self.budget_s = j.score_share * j.flush_interval_ms / 1000 / j.writer_shards
         group = runtime_context.get_metrics_group()
         self.users_written = group.counter("users_written")
         self.users_scored = group.counter("users_scored")
         self.score_ms = group.counter("score_ms")
+        self.recs_late = group.counter("recs_late")
 
     def close(self) -> None:
         self.redis.close()
 
-    def _load_catalog(self, ctx: Any) -> set[str]:
+    def _load_catalog(self) -> set[str]:
+        """The catalog's ids: read once from Redis (the catalog stage's set), then kept up by the broadcast."""
         if self.catalog is None:
-            self.catalog = set(ctx.get_broadcast_state(CATALOG_IDS).get(CATALOG_IDS_KEY) or ())
+            (ids,) = self.redis.execute([("smembers", (CATALOG,), {})])
+            self.catalog = {i.decode() if isinstance(i, bytes) else i for i in ids or ()}
         return self.catalog
 
     def process_broadcast_element(self, value: bytes, ctx: BroadcastProcessFunction.Context) -> None:
-        item = json.loads(value)
-        catalog = self._load_catalog(ctx)
-        self.item_texts[item["item_id"]] = item["text"]
-        if item["item_id"] not in catalog:
+        catalog = self._load_catalog()
+        for item in json.loads(value)["items"]:  # one batch of the catalog stage
+            self.item_texts[item["item_id"]] = item["text"]
             catalog.add(item["item_id"])
-            ctx.get_broadcast_state(CATALOG_IDS).put(CATALOG_IDS_KEY, catalog)
 
     def process_element(self, value: bytes, ctx: BroadcastProcessFunction.ReadOnlyContext) -> Iterator[bytes]:
-        self._load_catalog(ctx)
+        self._load_catalog()
         batch = json.loads(value)
-        lines = self.write(batch["users"], final=bool(batch["final"]))
+        lines = self.write(batch["records"], final=bool(batch["final"]))
         if lines:
             yield b"\n".join(lines)
 
@@ -151,7 +154,8 @@ class BatchWriter(BroadcastProcessFunction):
         return scorer
 
     def score_backlog(self, everything: bool) -> dict[str, bytes]:
-        """Score the backlog, oldest first, within the budget of the module's docstring; user -> audit record."""
+        """Score the backlog, oldest first, within the budget of the module's docstring (``everything``: all of
+        it, at the end of a bounded input); user -> audit record."""
         scorer = self._scorer() if self.backlog else None
         if scorer is None:
             self.backlog.clear()  # no model promoted yet: nothing to score (rec: stays as it is)
@@ -161,12 +165,13 @@ class BatchWriter(BroadcastProcessFunction):
         out: dict[str, bytes] = {}
         version = self.model.version or scorer.version
         k = self.settings.job.top_k
+        late = 0
         for start in range(0, len(order), SCORE_CHUNK):
             now = time.monotonic()
-            chunk = order[start : start + SCORE_CHUNK]
-            overdue = now - chunk[0][1][0] >= self.max_staleness_s
-            if not (everything or overdue or now - t0 < self.budget_s):
+            if not everything and now - t0 >= self.budget_s:
                 break
+            chunk = order[start : start + SCORE_CHUNK]
+            late += sum(1 for _, (since, _) in chunk if now - since > self.max_staleness_s)
             recs = [r for _, (_, r) in chunk]
             lists = scorer.score(
                 [[e[1] for e in r["r"]] for r in recs],
@@ -192,6 +197,7 @@ class BatchWriter(BroadcastProcessFunction):
                     separators=(",", ":"),
                 ).encode()
         self.users_scored.inc(len(out))
+        self.recs_late.inc(late)
         self.score_ms.inc(int((time.monotonic() - t0) * 1000))
         return out
 

@@ -1,7 +1,9 @@
 """The catalog stage: ``items`` upserts -> validated -> ``item:{id}`` hashes in Redis, and on to the interest job.
 
-Valid items flow on (the interest job broadcasts them to learn each item's categories); bad records go to the
-dead-letter side output.
+:class:`CatalogWriter` is the Python half of the JVM job (:mod:`jobs.interest`): the JVM decodes and validates
+each upsert (dead letters there) and hands this stage one batch of valid records per flush, written to Redis in
+one round trip and passed on to the writer (new item ids and texts). :class:`PublishItems` is the all-Python
+job's stage (:mod:`jobs.interest_python`): one record at a time, dead letters to its side output.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from jobs.kafka_io import DLQ_TAG
 from jobs.redis_io import StreamRedis
-from serving.store import item_hash, key
+from serving.store import CATALOG as CATALOG_SET
+from serving.store import RedisOp, item_hash, key
 from streamrec.config import Settings
-from streamrec.events import InvalidRecordError, dead_letter, item_text, parse_item
+from streamrec.events import InvalidRecordError, dead_letter, item_text, parse_item, validate_item
 
 # item id -> categories, broadcast to the interest stage (checkpointed with it).
 CATALOG = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
@@ -29,15 +32,10 @@ CATALOG_IDS_KEY = "ids"
 
 
 class PublishItems(ProcessFunction):
-    """Write each valid item's display fields and pass the item on; dead letters to the side output.
+    """Write each valid item's display fields and pass the item on; dead letters to the side output."""
 
-    With ``records``, what passes on is the JSON bytes the JVM stages read (``item_id``, ``categories``, ``text``)
-    instead of the :class:`~streamrec.events.Item`.
-    """
-
-    def __init__(self, settings: Settings, records: bool = False) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.records = records
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.redis = StreamRedis(self.settings, runtime_context)  # bounded retries + metrics, as the writer's
@@ -60,8 +58,36 @@ class PublishItems(ProcessFunction):
         self.redis.execute(
             [("delete", (item_key,), {}), ("hset", (item_key,), {"mapping": item_hash(item.to_dict())})],
         )
-        if self.records:
-            record = {"item_id": item.item_id, "categories": list(item.categories), "text": item_text(item.to_dict())}
-            yield json.dumps(record, ensure_ascii=False).encode()
-        else:
-            yield item
+        yield item
+
+
+class CatalogWriter(ProcessFunction):
+    """Per batch of valid ``items`` upserts (``{"records": [...]}``, from the JVM): ``item:{id}`` and the
+    ``catalog`` set in one round trip; passes on ``{"items": [{"item_id", "text"}...]}`` for the writer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.redis = StreamRedis(self.settings, runtime_context)
+        self.items = runtime_context.get_metrics_group().counter("items_written")
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[bytes]:
+        records = json.loads(value)["records"]
+        if not records:
+            return
+        ops: list[RedisOp] = []
+        out = []
+        for obj in records:
+            item = validate_item(obj)  # the JVM checked the same rules: this builds the Item
+            item_key = key("item", item.item_id)
+            # Replace, not merge: an upsert that drops a field must not leave the old value behind.
+            ops += [("delete", (item_key,), {}), ("hset", (item_key,), {"mapping": item_hash(item.to_dict())}),
+                    ("sadd", (CATALOG_SET, item.item_id), {})]
+            out.append({"item_id": item.item_id, "text": item_text(item.to_dict())})
+        self.redis.execute(ops)
+        self.items.inc(len(records))
+        yield json.dumps({"items": out}, ensure_ascii=False).encode()

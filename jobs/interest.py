@@ -5,7 +5,9 @@
                    -> key by writer shard -> one batch per shard and flush (JVM)
                    -> Redis + scorer, once per batch (Python: :mod:`jobs.batch_writer`)
                    -> audit records -> recommendations (JVM splits the batch's lines)
-    items (Kafka)  -> validate + item:{id} (Python, :mod:`jobs.catalog`) -> broadcast to both stages above
+    items (Kafka)  -> decode + validate (JVM; dead letters as above) -> broadcast to the interest state (JVM)
+                   -> one batch per flush (JVM) -> item:{id} + catalog set (Python, :mod:`jobs.catalog`)
+                   -> broadcast to the Python writer (new ids and texts)
 
 The JVM operators are the Maven project ``jobs/jvm`` (built into the jars cache by ``make setup``); this module
 wires them with py4j. Run it (the embedded MiniCluster, with the settings of ``streamrec.config``)::
@@ -29,8 +31,8 @@ from pyflink.java_gateway import get_gateway
 from pyflink.util.java_utils import to_jarray
 
 from jobs.batch_writer import BatchWriter
-from jobs.catalog import CATALOG_IDS, PublishItems
-from jobs.kafka_io import DLQ_TAG, KAFKA_BYTES
+from jobs.catalog import CATALOG_IDS, CatalogWriter
+from jobs.kafka_io import KAFKA_BYTES
 from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT
 
 # Checkpoints taken before jobs/state.py existed name jobs.interest.UserState (the all-Python job's state).
@@ -42,6 +44,9 @@ from streamrec.events import DEFAULT_SCENARIO, FORGET
 JOB_NAME = "streamrec-interest"
 # How long after its first user record a shard's batch leaves (the users' flush timers fire together).
 BATCH_DELAY_MS = 20
+# Empty batches keep coming (one per shard and flush) this long after the last user record, so that the writer
+# drains its backlog of users to score when the events stop.
+TICK_FOR_MS = 60_000
 # Network buffers leave at least this often: a low-rate stream is not held back 100 ms per exchange.
 BUFFER_TIMEOUT_MS = 5
 
@@ -63,8 +68,7 @@ def job_params(settings: Settings, bounded: bool) -> Any:  # noqa: ANN401 - a py
         "dedupMaxIds": j.dedup_max_ids,
         "topInterests": TOP_INTERESTS,
         "batchDelayMs": BATCH_DELAY_MS,
-        # Empty batches keep coming this long after the last user record, so the writer drains its backlog.
-        "tickForMs": 2 * j.max_rec_staleness_ms + j.flush_interval_ms,
+        "tickForMs": TICK_FOR_MS,
         "flushAtEndOfInput": bounded,
         "forgetType": FORGET,
         "defaultScenario": DEFAULT_SCENARIO,
@@ -79,35 +83,41 @@ class InterestJob:
     """The streams :func:`build_interest_job` made, for sinks to attach to."""
 
     dead_letters: DataStream  # envelope bytes of both inputs' dead letters (tests collect these)
-    event_dead_letters: Any  # the JVM DeadLetter stream, for the Kafka sink that keeps key, headers and context
-    item_dead_letters: DataStream  # envelope bytes of the items' dead letters
+    dead_letter_records: Any  # the same as JVM DeadLetters, for the Kafka sink that keeps key, headers and context
     writes: DataStream  # one audit record (JSON bytes) per user written
 
 
 def build_interest_job(
     env: StreamExecutionEnvironment, source: DataStream, settings: Settings, items: DataStream
 ) -> InterestJob:
-    """Wire the job on ``source`` and ``items`` (raw catalog upserts, bytes).
+    """Wire the job on ``source`` (``events``) and ``items`` (catalog upserts).
 
-    ``source`` is either raw ``events`` record bytes (the test doubles of :mod:`jobs.testing`: bounded, so the
-    end of input flushes everything) or the decoded records of :func:`events_source` (Kafka).
+    Each is either raw record bytes (the test doubles of :mod:`jobs.testing`: bounded, so the end of input
+    flushes everything) or the records :func:`kafka_records` decodes on the JVM.
     """
-    ops, cfg = _ops(), settings.job
+    ops, cfg, k = _ops(), settings.job, settings.kafka
     env.get_config().enable_object_reuse()  # chained JVM operators hand records on without copies
     env.set_buffer_timeout(BUFFER_TIMEOUT_MS)
-    j_source = source._j_data_stream
-    bounded = j_source.getType().getTypeClass().getName() != "io.streamrec.jobs.Parsed"
-    if bounded:
-        j_source = j_source.map(ops.Decode.fromBytes(settings.kafka.events_topic), ops.Decode.parsedType())
-        j_source = j_source.name("decode events").uid("decode-events")
+    j_events, bounded = _decoded(source, k.events_topic, items=False)
+    j_items, _ = _decoded(items, k.items_topic, items=True)
     params = job_params(settings, bounded)
-    parsed = j_source.process(ops.Decode.split(), ops.Decode.eventType()).name("validate events").uid("validate-events")
-    event_dead = parsed.getSideOutput(ops.Decode.DEAD_LETTERS)
-
-    catalog = items.process(PublishItems(settings, records=True), output_type=KAFKA_BYTES)
+    parsed = j_events.process(ops.Decode.split(), ops.Decode.eventType()).name("validate events").uid("validate-events")
+    valid_items = j_items.process(ops.Decode.splitItems(), ops.Decode.bytesType()).name("validate items")
+    valid_items = valid_items.uid("validate-items")
+    dead = parsed.getSideOutput(ops.Decode.DEAD_LETTERS).union(
+        to_jarray(get_gateway().jvm.org.apache.flink.streaming.api.datastream.DataStream,
+                  [valid_items.getSideOutput(ops.Decode.DEAD_LETTERS)])
+    )
+    item_batches = (
+        valid_items.map(ops.Decode.asRecord(), ops.Decode.userRecordType())
+        .keyBy(ops.Decode.byShard())
+        .process(ops.Batcher(params), ops.Decode.bytesType())
+        .name("batch items")
+        .uid("item-batcher")
+    )
+    catalog = DataStream(item_batches).process(CatalogWriter(settings), output_type=KAFKA_BYTES)
     catalog = catalog.name("catalog -> Redis").uid("catalog")
-    item_dead = catalog.get_side_output(DLQ_TAG)
-    catalog_facets = catalog._j_data_stream.broadcast(
+    catalog_facets = valid_items.broadcast(
         to_jarray(get_gateway().jvm.org.apache.flink.api.common.state.MapStateDescriptor, [ops.UserInterest.CATALOG])
     )
     users = (
@@ -134,31 +144,39 @@ def build_interest_job(
         audit._j_data_stream.flatMap(ops.SplitLines(), ops.Decode.bytesType()).name("audit records").uid("audit")
     )
     envelopes = DataStream(
-        event_dead.map(ops.Decode.envelope(cfg.dlq_reason_max_chars), ops.Decode.bytesType()).name("dead letters")
+        dead.map(ops.Decode.envelope(cfg.dlq_reason_max_chars), ops.Decode.bytesType()).name("dead letters")
     )
-    return InterestJob(
-        dead_letters=envelopes.union(item_dead),
-        event_dead_letters=event_dead,
-        item_dead_letters=item_dead,
-        writes=writes,
-    )
+    return InterestJob(dead_letters=envelopes, dead_letter_records=dead, writes=writes)
 
 
-def events_source(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
-    """The ``events`` topic, decoded on the JVM with each record's key, partition, offset, timestamp, headers."""
+def _decoded(stream: DataStream, topic: str, items: bool) -> tuple[Any, bool]:
+    """(the JVM stream of decoded records, whether the input is bounded raw bytes)."""
+    j_stream = stream._j_data_stream
+    if j_stream.getType().getTypeClass().getName() == "io.streamrec.jobs.Parsed":
+        return j_stream, False
+    name = "items" if items else "events"
+    decoded = j_stream.map(_ops().Decode.fromBytes(topic, items), _ops().Decode.parsedType())
+    return decoded.name(f"decode {name}").uid(f"decode-{name}"), True
+
+
+def kafka_records(env: StreamExecutionEnvironment, settings: Settings, items: bool = False) -> DataStream:
+    """The ``events`` (or ``items``) topic, decoded and validated on the JVM, each record with its key,
+    partition, offset, timestamp and headers (what a dead letter keeps)."""
     from jobs.kafka_io import kafka_source
 
-    builder = kafka_source(settings, settings.kafka.events_topic, build=False)
-    builder._j_builder.setDeserializer(_ops().Decode.kafkaDeserializer())
+    topic = settings.kafka.items_topic if items else settings.kafka.events_topic
+    builder = kafka_source(settings, topic, build=False)
+    builder._j_builder.setDeserializer(_ops().Decode.kafkaDeserializer(items))
+    name = "items" if items else "events"
     j_stream = env._j_stream_execution_environment.fromSource(
-        builder._j_builder.build(), WatermarkStrategy.no_watermarks()._j_watermark_strategy, "kafka: events"
+        builder._j_builder.build(), WatermarkStrategy.no_watermarks()._j_watermark_strategy, f"kafka: {name}"
     )
-    return DataStream(j_stream.uid("kafka-events"))
+    return DataStream(j_stream.uid(f"kafka-{name}"))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, wire real Kafka, run the job until cancelled."""
-    from jobs.kafka_io import dead_letter_sink, kafka_sink, kafka_source, make_env
+    from jobs.kafka_io import dead_letter_sink, kafka_sink, make_env
     from streamrec.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -172,15 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     env = make_env(settings)
     # Stable uids: a restart from a checkpoint (or an upgrade from a savepoint) maps state by them.
-    source = events_source(env, settings)
-    items = env.from_source(
-        kafka_source(settings, settings.kafka.items_topic), WatermarkStrategy.no_watermarks(), "kafka: items"
-    ).uid("kafka-items")
-    job = build_interest_job(env, source, settings, items)
-    job.event_dead_letters.sinkTo(dead_letter_sink(settings)).name("kafka: events.dlq").uid("kafka-dlq")
-    job.item_dead_letters.sink_to(kafka_sink(settings, settings.kafka.dlq_topic)).name("kafka: items dlq").uid(
-        "kafka-items-dlq"
-    )
+    job = build_interest_job(env, kafka_records(env, settings), settings, kafka_records(env, settings, items=True))
+    job.dead_letter_records.sinkTo(dead_letter_sink(settings)).name("kafka: events.dlq").uid("kafka-dlq")
     job.writes.sink_to(kafka_sink(settings, settings.kafka.recommendations_topic)).name("kafka: recommendations").uid(
         "kafka-recommendations"
     )

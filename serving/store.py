@@ -5,6 +5,7 @@
 | ``rec:{user_id}`` | string | JSON ``{"items": [{"item_id", "score"}...], "model_version", "computed_at"}`` |
 | ``user:{user_id}`` | hash | ``events`` (events applied), ``last_ts``, ``recent``, ``interests`` (JSON) |
 | ``item:{item_id}`` | hash | ``title`` and the other display fields (``categories`` as a JSON list) |
+| ``catalog`` | set | every item id of the live catalog (what the writer recommends from, read back after a restart) |
 | ``popular`` | string | same JSON as ``rec:{user}``: the fallback for users with no personal list |
 | ``model:current`` | string | the model version in service |
 | ``model:history`` | list | JSON ``{"version", "replaced_at"}`` of the versions served before, newest first |
@@ -29,6 +30,7 @@ POPULAR = "popular"
 MODEL_CURRENT = "model:current"
 MODEL_HISTORY = "model:history"
 ONLINE_METRICS = "metrics:online"
+CATALOG = "catalog"
 # How long a replay's events may take to be applied by the job (the demos wait this long to catch up).
 CATCH_UP_TIMEOUT_S = 600.0
 
@@ -41,13 +43,15 @@ def key(kind: KeyKind, ident: str) -> str:
 # Least privilege (Redis 7 ACL rules, for the users `streamrec up` creates): every key above, and for each of
 # streamrec's two identities only the commands it sends (connecting sends SELECT; redis-py's CLIENT SETINFO,
 # which Redis 7.0 lacks, may be refused: the client ignores that).
-_KEY_PATTERNS = (key("rec", "*"), key("user", "*"), key("item", "*"), POPULAR, "model:*", "metrics:*")
+_KEY_PATTERNS = (key("rec", "*"), key("user", "*"), key("item", "*"), CATALOG, POPULAR, "model:*", "metrics:*")
 _CONNECT = "+ping +select"
 # The stream's writers (redis.username): the job's writer and catalog stage, and the trainer's and CLI's
 # announcements (model:current/history, popular); HGETALL: after a restart the writer reads the texts of
-# catalog items a text model does not know from item:{id}. No KEYS/SCAN, FLUSH*, CONFIG, or key outside the layout.
+# catalog items a text model does not know from item:{id}, and the catalog's ids (SMEMBERS catalog). No KEYS/SCAN,
+# FLUSH*, CONFIG, or key outside the layout.
 JOB_ACL_RULES = (
-    f"resetchannels -@all {_CONNECT} +get +set +del +hset +hgetall +hincrby +lpush +multi +exec +discard "
+    f"resetchannels -@all {_CONNECT} +get +set +del +hset +hgetall +hincrby +lpush +sadd +smembers +multi +exec "
+    "+discard "
     + " ".join(f"~{p}" for p in _KEY_PATTERNS)
 )
 # Front-ends and the HTTP API (api.redis_username): the reads of the API, and read-only key access besides.

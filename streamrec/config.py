@@ -93,9 +93,11 @@ class JobConfig(_Section):
     # default pool (one spinning thread per core) spins on cores the job needs for itself.
     scorer_threads: int = Field(1, ge=1)
     dlq_reason_max_chars: int = Field(500, ge=20)
-    # A user's rec:{id} is rescored at most this long after the state changed, whatever it costs: below it the
-    # writer scores oldest first for at most one flush interval per flush, so a scorer slower than the stream
-    # makes rec:{id} lag (user:{id} stays as fresh as the flush) instead of backing events up in Kafka.
+    # The writer scores the users whose state changed (each once, oldest first) for at most this share of each
+    # flush interval: a scorer slower than the stream makes rec:{id} lag while user:{id} stays as fresh as the
+    # flush, instead of backing events up in Kafka. Users scored later than max_rec_staleness_ms after their
+    # change are counted (writer metric recs_late): the scorer needs capacity (a GPU, more parallelism).
+    score_share: float = Field(0.8, gt=0, le=1)
     max_rec_staleness_ms: int = Field(2000, ge=0)
     # An event with an event_id seen for the same user within this long (processing time) is applied once.
     # Per user at most dedup_max_ids ids are kept (the oldest go first): the dedup state stays bounded.

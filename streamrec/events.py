@@ -52,8 +52,9 @@ MAX_NESTING: int = _RULES["max_nesting"]
 # C0 controls, DEL and C1 controls (U+0085 NEL among them): they break logs, terminals and Redis tooling, and
 # are never part of a real id.
 _CONTROL_CHARS = re.compile("[" + "".join(f"\\x{a:02x}-\\x{b:02x}" for a, b in _RULES["control_ranges"]) + "]")
-# What str.strip() takes for whitespace, less the controls above: an id of these alone is blank.
-_BLANK = frozenset(chr(c) for c in _RULES["blank_chars"])
+# What str.strip() takes for whitespace: an id or title of these alone is blank.
+_BLANK = frozenset(chr(c) for c in _RULES["whitespace_chars"])
+MAX_TITLE_CHARS: int = _RULES["max_title_chars"]
 # The id rule in words, for error messages and the API's documentation.
 ID_RULE = f"1..{MAX_ID_CHARS} characters, not blank, no control characters"
 
@@ -274,7 +275,7 @@ class Item:
         return out
 
 
-MAX_TEXT_CHARS = 10_000
+MAX_TEXT_CHARS: int = _RULES["max_text_chars"]
 
 
 def validate_item(obj: Any) -> Item:
@@ -283,8 +284,8 @@ def validate_item(obj: Any) -> Item:
         raise InvalidRecordError(f"an item must be a JSON object, got {type(obj).__name__}")
     item_id = _id(obj, "item_id")
     title = obj.get("title")
-    if not isinstance(title, str) or not title.strip() or len(title) > MAX_ID_CHARS * 4:
-        raise InvalidRecordError("field 'title' must be a non-empty string of <= 1024 characters")
+    if not isinstance(title, str) or all(c in _BLANK for c in title) or len(title) > MAX_TITLE_CHARS:
+        raise InvalidRecordError(f"field 'title' must be a non-empty string of <= {MAX_TITLE_CHARS} characters")
     _encodable(title, "title")
     ts = obj.get("ts", 0)
     if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:

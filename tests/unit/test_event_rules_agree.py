@@ -1,5 +1,5 @@
 """One rule set, two readers: the producer SDK's parser (streamrec.events) and the stream's JVM decoder
-(jobs/jvm EventContract) agree on every record of the fuzz corpus, and the JVM interest state agrees with
+(jobs/jvm EventContract) agree on every record of the fuzz corpus (events and items), and the JVM interest state agrees with
 jobs.state.apply_event. The JVM side runs as ``java ... ContractCli`` on the jar `make setup` builds."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from infra.flink_cluster import flink_home
 from infra.jars import job_jar
 from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT, UserState, apply_event
 from streamrec.config import PROJECT_ROOT, JobConfig
-from streamrec.events import DEFAULT_SCENARIO, FORGET, Event, InvalidRecordError, parse_event
-from tests.unit.test_events_fuzz import EVENT_FIELDS, FUZZ, NOW, records
+from streamrec.events import DEFAULT_SCENARIO, FORGET, Event, InvalidRecordError, parse_event, parse_item
+from tests.unit.test_events_fuzz import EVENT_FIELDS, FUZZ, ITEM_FIELDS, NOW, records
 
 
 def java(mode: str, arg: str, lines: list[str]) -> list[dict[str, Any]]:
@@ -95,6 +95,42 @@ def test_fuzz_corpus_agrees() -> None:
     for raw, jv in zip(corpus, got, strict=True):
         same(python_verdict(raw), jv, raw)
     assert any(v["ok"] for v in got) and not all(v["ok"] for v in got)  # the corpus has both kinds
+
+
+def python_item_verdict(raw: bytes) -> dict[str, Any]:
+    try:
+        return {"ok": True, "item_id": parse_item(raw).item_id}
+    except InvalidRecordError as exc:
+        return {"ok": False, "reason": exc.reason}
+
+
+ITEMS_PICKED = [
+    b'{"item_id":"i1","title":"Heat"}',
+    b'{"item_id":"i1","title":"Heat","categories":false,"attributes":0,"text":null}',
+    b'{"item_id":"i1","title":" \\t\\u3000"}',
+    b'{"item_id":"i1","title":"Heat","categories":"Drama"}',
+    b'{"item_id":"i1","title":"Heat","categories":["Drama",""]}',
+    b'{"item_id":"i1","title":"Heat","ts":-1}',
+    b'{"item_id":"i1","title":"Heat","ts":null}',
+    b'{"item_id":"i1","title":"Heat","attributes":[1]}',
+    b'{"item_id":"i1","title":"' + b"x" * 1025 + b'"}',
+    b'{"item_id":"i1","title":"Heat","text":"' + b"x" * 10_001 + b'"}',
+]
+
+
+def test_items_agree() -> None:
+    corpus: list[bytes] = list(ITEMS_PICKED)
+
+    @FUZZ
+    @given(raw=records(ITEM_FIELDS))
+    def gather(raw: bytes) -> None:
+        corpus.append(raw)
+
+    gather()
+    got = java("validate-item", "0", [base64.b64encode(r).decode() for r in corpus])
+    for raw, jv in zip(corpus, got, strict=True):
+        same(python_item_verdict(raw), jv, raw)
+    assert any(v["ok"] for v in got) and not all(v["ok"] for v in got)
 
 
 def params(cfg: JobConfig) -> str:

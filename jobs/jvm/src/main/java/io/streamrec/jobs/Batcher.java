@@ -17,7 +17,8 @@ import org.apache.flink.util.Collector;
 
 /**
  * Keyed by writer shard: gather the user records of one flush into one batch record, the only thing the Python
- * writer receives ({@code {"shard", "final", "users": [...]}}): Python runs once per batch, never per event.
+ * writer receives ({@code {"shard", "final", "records": [...]}}): Python runs once per batch, never per event.
+ * The catalog's items are batched the same way (one shard).
  *
  * <p>A batch leaves {@code batchDelayMs} after its first record (the users' flush timers fire together). While
  * records came within {@code tickForMs}, an empty batch leaves every flush interval too: the writer scores its
@@ -71,7 +72,7 @@ public class Batcher extends KeyedProcessFunction<Integer, Tuple2<Integer, byte[
         }
         armedAt.clear();
         ByteArrayOutputStream buf = new ByteArrayOutputStream(4096);
-        buf.writeBytes(("{\"shard\":" + ctx.getCurrentKey() + ",\"final\":" + last + ",\"users\":[")
+        buf.writeBytes(("{\"shard\":" + ctx.getCurrentKey() + ",\"final\":" + last + ",\"records\":[")
                 .getBytes(StandardCharsets.US_ASCII));
         int n = 0;
         Iterable<byte[]> records = pending.get();

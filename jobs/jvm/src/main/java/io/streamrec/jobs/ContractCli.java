@@ -18,6 +18,7 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.Obje
  * <ul>
  *   <li>{@code validate NOW_MS}: base64 records -> {@code {"ok", "reason", "user_id", "item_id", "type", "ts",
  *       "value", "scenario", "event_id"}};
+ *   <li>{@code validate-item}: base64 {@code items} records -> {@code {"ok", "reason", "item_id"}};
  *   <li>{@code apply PARAMS_JSON}: one user's events {@code {"user_id", "item_id", "type", "ts", "value",
  *       "scenario", "facets": [...]}} -> the user's record after all of them, as the writer would receive it.
  * </ul>
@@ -39,6 +40,17 @@ public final class ContractCli {
                     verdict.put("ok", true).put("user_id", ev.userId).put("item_id", ev.itemId).put("type", ev.type)
                             .put("ts", ev.ts).put("value", ev.value).put("scenario", ev.scenario)
                             .put("event_id", ev.eventId);
+                } catch (EventContract.InvalidRecord e) {
+                    verdict.put("ok", false).put("reason", e.getMessage());
+                }
+                out.println(mapper.writeValueAsString(verdict));
+            }
+        } else if ("validate-item".equals(args[0])) {
+            EventContract contract = EventContract.load();
+            for (String line; (line = in.readLine()) != null; ) {
+                ObjectNode verdict = mapper.createObjectNode();
+                try {
+                    verdict.put("ok", true).put("item_id", contract.parseItem(Base64.getDecoder().decode(line.trim())));
                 } catch (EventContract.InvalidRecord e) {
                     verdict.put("ok", false).put("reason", e.getMessage());
                 }

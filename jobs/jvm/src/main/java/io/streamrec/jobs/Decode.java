@@ -27,7 +27,12 @@ public final class Decode {
     /** Kafka records -> {@link Parsed}, keeping key, partition, offset, timestamp and headers for the dead letters. */
     public static final class FromKafka implements KafkaRecordDeserializationSchema<Parsed> {
         private static final long serialVersionUID = 1L;
+        private final boolean items;
         private transient EventContract contract;
+
+        public FromKafka(boolean items) {
+            this.items = items;
+        }
 
         @Override
         public void deserialize(ConsumerRecord<byte[], byte[]> record, Collector<Parsed> out) {
@@ -41,8 +46,8 @@ public final class Decode {
                 keys[i] = headers[i].key();
                 values[i] = headers[i].value();
             }
-            out.collect(Parsed.of(contract, record.topic(), record.partition(), record.offset(), record.timestamp(),
-                    record.key(), record.value(), keys, values));
+            out.collect(Parsed.of(contract, items, record.topic(), record.partition(), record.offset(),
+                    record.timestamp(), record.key(), record.value(), keys, values));
         }
 
         @Override
@@ -55,10 +60,12 @@ public final class Decode {
     public static final class FromBytes extends RichMapFunction<byte[], Parsed> {
         private static final long serialVersionUID = 1L;
         private final String topic;
+        private final boolean items;
         private transient EventContract contract;
 
-        public FromBytes(String topic) {
+        public FromBytes(String topic, boolean items) {
             this.topic = topic;
+            this.items = items;
         }
 
         @Override
@@ -68,7 +75,7 @@ public final class Decode {
 
         @Override
         public Parsed map(byte[] value) {
-            return Parsed.of(contract, topic, -1, -1, -1, null, value, new String[0], new byte[0][]);
+            return Parsed.of(contract, items, topic, -1, -1, -1, null, value, new String[0], new byte[0][]);
         }
     }
 
@@ -93,6 +100,40 @@ public final class Decode {
                 dead.inc();
                 ctx.output(DEAD_LETTERS, p.dead);
             }
+        }
+    }
+
+    /** Items records on (their original bytes), dead letters to {@link #DEAD_LETTERS}. */
+    public static final class SplitItems extends ProcessFunction<Parsed, byte[]> {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public void processElement(Parsed p, Context ctx, Collector<byte[]> out) {
+            if (p.item != null) {
+                out.collect(p.item);
+            } else {
+                ctx.output(DEAD_LETTERS, p.dead);
+            }
+        }
+    }
+
+    /** Every valid item on one key: the catalog's batches (items are few next to events). */
+    public static final class OneShard implements KeySelector<byte[], Integer> {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public Integer getKey(byte[] item) {
+            return 0;
+        }
+    }
+
+    /** An item as the batcher's input (shard 0). */
+    public static final class AsRecord implements org.apache.flink.api.common.functions.MapFunction<byte[], Tuple2<Integer, byte[]>> {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public Tuple2<Integer, byte[]> map(byte[] item) {
+            return Tuple2.of(0, item);
         }
     }
 
@@ -136,12 +177,20 @@ public final class Decode {
     }
 
     // Factories for the Python wiring (py4j reaches top-level classes and static methods most simply).
-    public static FromKafka kafkaDeserializer() {
-        return new FromKafka();
+    public static FromKafka kafkaDeserializer(boolean items) {
+        return new FromKafka(items);
     }
 
-    public static FromBytes fromBytes(String topic) {
-        return new FromBytes(topic);
+    public static FromBytes fromBytes(String topic, boolean items) {
+        return new FromBytes(topic, items);
+    }
+
+    public static SplitItems splitItems() {
+        return new SplitItems();
+    }
+
+    public static AsRecord asRecord() {
+        return new AsRecord();
     }
 
     public static Split split() {

@@ -51,7 +51,9 @@ public final class EventContract {
     private final int maxRecordBytes;
     private final long maxFutureMs;
     private final int[][] controlRanges;
-    private final Set<Integer> blankChars;
+    private final Set<Integer> whitespace;
+    private final int maxTitleChars;
+    private final int maxTextChars;
     private final String typesText;
 
     private EventContract(JsonNode rules) {
@@ -67,8 +69,10 @@ public final class EventContract {
         rules.get("control_ranges").forEach(r -> ranges.add(new int[] {r.get(0).asInt(), r.get(1).asInt()}));
         controlRanges = ranges.toArray(new int[0][]);
         Set<Integer> blank = new HashSet<>();
-        rules.get("blank_chars").forEach(c -> blank.add(c.asInt()));
-        blankChars = blank;
+        rules.get("whitespace_chars").forEach(c -> blank.add(c.asInt()));
+        whitespace = blank;
+        maxTitleChars = rules.get("max_title_chars").asInt();
+        maxTextChars = rules.get("max_text_chars").asInt();
         // Python's repr of the sorted list: ['cart', 'click', ...]
         StringBuilder sb = new StringBuilder("[");
         for (String t : new TreeSet<>(types)) {
@@ -222,7 +226,7 @@ public final class EventContract {
                     return "contains control characters";
                 }
             }
-            blank &= blankChars.contains(cp);
+            blank &= whitespace.contains(cp);
             i += Character.charCount(cp);
         }
         if (blank) {
@@ -290,6 +294,78 @@ public final class EventContract {
             ev.eventId = id(obj, "event_id");
         }
         return ev;
+    }
+
+    /** Whether every code point of {@code s} is whitespace (Python's {@code not s.strip()}). */
+    private boolean blank(String s) {
+        for (int i = 0; i < s.length(); ) {
+            int cp = s.codePointAt(i);
+            if (!whitespace.contains(cp)) {
+                return false;
+            }
+            i += Character.charCount(cp);
+        }
+        return true;
+    }
+
+    private static int chars(String s) {
+        return s.codePointCount(0, s.length());
+    }
+
+    /** Python's truthiness of a JSON value: null, false, 0, "", [] and {} are false. */
+    private static boolean truthy(JsonNode n) {
+        if (n == null || n.isNull()) {
+            return false;
+        }
+        if (n.isBoolean()) {
+            return n.booleanValue();
+        }
+        if (n.isNumber()) {
+            return n.doubleValue() != 0.0 || (n.isIntegralNumber() && n.bigIntegerValue().signum() != 0);
+        }
+        if (n.isTextual()) {
+            return !n.textValue().isEmpty();
+        }
+        return n.size() > 0;
+    }
+
+    /** Decode and validate one {@code items} record (streamrec.events.parse_item); the item id. */
+    public String parseItem(byte[] raw) throws InvalidRecord {
+        if (raw.length > maxRecordBytes) {
+            throw new InvalidRecord("record of " + raw.length + " bytes exceeds " + maxRecordBytes);
+        }
+        JsonNode obj = decode(raw);
+        if (!obj.isObject()) {
+            throw new InvalidRecord("an item must be a JSON object, got " + pyType(obj));
+        }
+        String itemId = id(obj, "item_id");
+        JsonNode title = obj.get("title");
+        if (title == null || !title.isTextual() || blank(title.textValue()) || chars(title.textValue()) > maxTitleChars) {
+            throw new InvalidRecord("field 'title' must be a non-empty string of <= " + maxTitleChars + " characters");
+        }
+        JsonNode ts = obj.get("ts");
+        if (ts != null && (!ts.isIntegralNumber() || ts.bigIntegerValue().signum() < 0)) {
+            throw new InvalidRecord("field 'ts' must be a non-negative integer (epoch milliseconds)");
+        }
+        JsonNode text = obj.get("text");
+        if (text != null && !text.isNull() && (!text.isTextual() || chars(text.textValue()) > maxTextChars)) {
+            throw new InvalidRecord("field 'text' must be a string of <= " + maxTextChars + " characters");
+        }
+        JsonNode cats = obj.get("categories");
+        if (truthy(cats)) {
+            boolean ok = cats.isArray();
+            for (JsonNode c : ok ? cats : List.<JsonNode>of()) {
+                ok &= c.isTextual() && !c.textValue().isEmpty();
+            }
+            if (!ok) {
+                throw new InvalidRecord("field 'categories' must be a list of non-empty strings");
+            }
+        }
+        JsonNode attrs = obj.get("attributes");
+        if (truthy(attrs) && !attrs.isObject()) {
+            throw new InvalidRecord("field 'attributes' must be a JSON object");
+        }
+        return itemId;
     }
 
     private static String abbreviate(String s) {

@@ -266,13 +266,13 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
         return buf.toByteArray();
     }
 
-    /** A catalog record from the catalog stage: {@code {"item_id", "categories": [...]}}. */
+    /** A valid {@code items} record (its original JSON): {@code item_id} and its {@code categories}. */
     @Override
     public void processBroadcastElement(byte[] item, Context ctx, Collector<Tuple2<Integer, byte[]>> out) throws Exception {
         JsonNode node = MAPPER.readTree(item);
         List<String> facets = new ArrayList<>();
         JsonNode cats = node.get("categories");
-        if (cats != null) {
+        if (cats != null && cats.isArray()) {  // validated: a list of strings, or absent / empty / false
             cats.forEach(c -> facets.add("category:" + c.asText()));
         }
         ctx.getBroadcastState(CATALOG).put(node.get("item_id").asText(), facets.toArray(new String[0]));

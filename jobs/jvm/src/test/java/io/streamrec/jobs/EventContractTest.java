@@ -65,9 +65,26 @@ class EventContractTest {
         assertTrue(reason("x".repeat(70_000)).startsWith("record of 70000 bytes exceeds"));
     }
 
+    static String itemReason(String record) {
+        return assertThrows(EventContract.InvalidRecord.class, () -> CONTRACT.parseItem(b(record))).getMessage();
+    }
+
+    @Test
+    void itemsFollowTheItemRules() throws Exception {
+        assertEquals("i1", CONTRACT.parseItem(b("{\"item_id\":\"i1\",\"title\":\"Heat\",\"categories\":false}")));
+        assertEquals("field 'title' must be a non-empty string of <= 1024 characters",
+                itemReason("{\"item_id\":\"i1\",\"title\":\" \\t\"}"));
+        assertEquals("field 'categories' must be a list of non-empty strings",
+                itemReason("{\"item_id\":\"i1\",\"title\":\"Heat\",\"categories\":[\"\"]}"));
+        assertEquals("field 'ts' must be a non-negative integer (epoch milliseconds)",
+                itemReason("{\"item_id\":\"i1\",\"title\":\"Heat\",\"ts\":-1}"));
+        assertEquals("field 'attributes' must be a JSON object",
+                itemReason("{\"item_id\":\"i1\",\"title\":\"Heat\",\"attributes\":[1]}"));
+    }
+
     @Test
     void deadLettersKeepTheRecordsContext() throws Exception {
-        Parsed p = Parsed.of(CONTRACT, "events", 3, 42, 1234, b("u1"), new byte[] {(byte) 0xff}, new String[] {"trace"},
+        Parsed p = Parsed.of(CONTRACT, false, "events", 3, 42, 1234, b("u1"), new byte[] {(byte) 0xff}, new String[] {"trace"},
                 new byte[][] {b("t-1")});
         assertNull(p.event);
         JsonNode env = MAPPER.readTree(p.dead.envelope(500));
