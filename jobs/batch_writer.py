@@ -155,7 +155,8 @@ class BatchWriter(BroadcastProcessFunction):
 
     def score_backlog(self, everything: bool) -> dict[str, bytes]:
         """Score the backlog, oldest first, within the budget of the module's docstring (``everything``: all of
-        it, at the end of a bounded input); user -> audit record."""
+        it, at the end of a bounded input); user -> audit record.
+        """
         scorer = self._scorer() if self.backlog else None
         if scorer is None:
             self.backlog.clear()  # no model promoted yet: nothing to score (rec: stays as it is)

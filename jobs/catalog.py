@@ -63,7 +63,8 @@ class PublishItems(ProcessFunction):
 
 class CatalogWriter(ProcessFunction):
     """Per batch of valid ``items`` upserts (``{"records": [...]}``, from the JVM): ``item:{id}`` and the
-    ``catalog`` set in one round trip; passes on ``{"items": [{"item_id", "text"}...]}`` for the writer."""
+    ``catalog`` set in one round trip; passes on ``{"items": [{"item_id", "text"}...]}`` for the writer.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -161,7 +161,8 @@ def _decoded(stream: DataStream, topic: str, items: bool) -> tuple[Any, bool]:
 
 def kafka_records(env: StreamExecutionEnvironment, settings: Settings, items: bool = False) -> DataStream:
     """The ``events`` (or ``items``) topic, decoded and validated on the JVM, each record with its key,
-    partition, offset, timestamp and headers (what a dead letter keeps)."""
+    partition, offset, timestamp and headers (what a dead letter keeps).
+    """
     from jobs.kafka_io import kafka_source
 
     topic = settings.kafka.items_topic if items else settings.kafka.events_topic
