@@ -154,8 +154,9 @@ class BatchWriter(BroadcastProcessFunction):
         return scorer
 
     def score_backlog(self, everything: bool) -> dict[str, bytes]:
-        """Score the backlog, oldest first, within the budget of the module's docstring (``everything``: all of
-        it, at the end of a bounded input); user -> audit record.
+        """Score the backlog, oldest first, within the module docstring's budget; user -> audit record.
+
+        ``everything``: all of it, whatever the budget (the end of a bounded input).
         """
         scorer = self._scorer() if self.backlog else None
         if scorer is None:

@@ -62,8 +62,9 @@ class PublishItems(ProcessFunction):
 
 
 class CatalogWriter(ProcessFunction):
-    """Per batch of valid ``items`` upserts (``{"records": [...]}``, from the JVM): ``item:{id}`` and the
-    ``catalog`` set in one round trip; passes on ``{"items": [{"item_id", "text"}...]}`` for the writer.
+    """Per batch of valid ``items`` upserts (from the JVM): ``item:{id}`` and ``catalog`` in one round trip.
+
+    In: ``{"records": [...]}``; out: ``{"items": [{"item_id", "text"}...]}`` for the writer.
     """
 
     def __init__(self, settings: Settings) -> None:

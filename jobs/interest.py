@@ -160,8 +160,9 @@ def _decoded(stream: DataStream, topic: str, items: bool) -> tuple[Any, bool]:
 
 
 def kafka_records(env: StreamExecutionEnvironment, settings: Settings, items: bool = False) -> DataStream:
-    """The ``events`` (or ``items``) topic, decoded and validated on the JVM, each record with its key,
-    partition, offset, timestamp and headers (what a dead letter keeps).
+    """The ``events`` (or ``items``) topic, decoded and validated on the JVM.
+
+    Each record keeps its key, partition, offset, timestamp and headers (what a dead letter carries).
     """
     from jobs.kafka_io import kafka_source
 
