@@ -1,6 +1,7 @@
 """One rule set, two readers: the producer SDK's parser (streamrec.events) and the stream's JVM decoder
 (jobs/jvm EventContract) agree on every record of the fuzz corpus (events and items), and the JVM interest
-state agrees with jobs.state.apply_event. The JVM side runs as ``java ... ContractCli`` on the jar `make setup` builds."""
+state agrees with jobs.state.apply_event. The JVM side runs as ``java ... ContractCli`` on the jar `make setup`
+builds."""
 
 from __future__ import annotations
 
