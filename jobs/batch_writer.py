@@ -22,6 +22,7 @@ refresh at their next event. Everything else is derived from the JVM state, so a
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -50,8 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Users per scorer call: big enough to amortise the call, small enough to check the time budget between calls.
+# Users per scorer call at most; within a budget, as many as the measured scoring rate fits in what is left.
 SCORE_CHUNK = 256
+MIN_SCORE_CHUNK = 8
 
 
 def merge_records(users: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -84,6 +86,7 @@ class BatchWriter(BroadcastProcessFunction):
         self.backlog: dict[str, tuple[float, dict[str, Any]]] = {}
         self.max_staleness_s = j.max_rec_staleness_ms / 1000
         self.budget_s = j.score_share * j.flush_interval_ms / 1000 / j.writer_shards
+        self.score_rate = 1000.0  # users scored per second, measured as it goes: sizes the chunks to the budget
         group = runtime_context.get_metrics_group()
         self.users_written = group.counter("users_written")
         self.users_scored = group.counter("users_scored")
@@ -134,7 +137,7 @@ class BatchWriter(BroadcastProcessFunction):
         now = time.monotonic()
         for u in forgotten:
             self.backlog.pop(u, None)
-        for r in live:
+        for r in live:  # an entry keeps its place (and waiting time) when the user changes again
             since = self.backlog.get(r["u"], (now, r))[0]
             self.backlog[r["u"]] = (since, r)
         scored = self.score_backlog(final)
@@ -163,16 +166,18 @@ class BatchWriter(BroadcastProcessFunction):
             self.backlog.clear()  # no model promoted yet: nothing to score (rec: stays as it is)
             return {}
         t0 = time.monotonic()
-        order = sorted(self.backlog.items(), key=lambda kv: kv[1][0])
         out: dict[str, bytes] = {}
         version = self.model.version or scorer.version
         k = self.settings.job.top_k
         late = 0
-        for start in range(0, len(order), SCORE_CHUNK):
+        while self.backlog:
             now = time.monotonic()
-            if not everything and now - t0 >= self.budget_s:
+            left = self.budget_s - (now - t0)
+            if not everything and left <= 0:
                 break
-            chunk = order[start : start + SCORE_CHUNK]
+            size = SCORE_CHUNK if everything else int(min(SCORE_CHUNK, max(MIN_SCORE_CHUNK, self.score_rate * left)))
+            # The backlog's order is the users' waiting order: a user's entry keeps its place until scored.
+            chunk = list(itertools.islice(self.backlog.items(), size))
             late += sum(1 for _, (since, _) in chunk if now - since > self.max_staleness_s)
             recs = [r for _, (_, r) in chunk]
             lists = scorer.score(
@@ -190,6 +195,8 @@ class BatchWriter(BroadcastProcessFunction):
             if ops:
                 self.redis.execute(ops)
             written_ms = int(time.time() * 1000)
+            took = time.monotonic() - now
+            self.score_rate = 0.8 * self.score_rate + 0.2 * len(recs) / max(took, 1e-6)  # users/s, smoothed
             for r, items in zip(recs, lists, strict=True):
                 self.backlog.pop(r["u"], None)
                 out[r["u"]] = json.dumps(
