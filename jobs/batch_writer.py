@@ -5,16 +5,19 @@ writer shard and flush: ``{"shard", "final", "records": [...]}``, each user's re
 writes it (``u`` id, ``n`` events, ``t`` last ts, ``r`` recent ``[ts, item, scenario]``, ``s`` seen items, ``i`` top
 interests, ``a`` actions since the last flush, ``f`` forgotten). Per batch it:
 
-1. deletes the keys of users who were forgotten (before anything newer of theirs is written);
-2. counts the online hit rate: each action against the ``rec:{id}`` the user had while acting;
-3. writes every user's ``user:{id}`` (the state path: always as fresh as the batch);
+1. deletes the keys of users who were forgotten (before anything newer of theirs is written: in the same buffer);
+2. writes every user's ``user:{id}`` (the state path: always as fresh as the batch) with the commands the JVM
+   packed, one buffer for the batch;
+3. counts the online hit rate: each action against the ``rec:{id}`` the user had while acting (what this writer
+   last wrote, remembered; read back from Redis after a restart);
 4. scores the users whose state changed, coalesced (once per user, however many events), oldest first, for
    at most ``job.score_share`` of a flush interval per flush (summed over the shards): a scorer slower than the
    stream makes ``rec:{id}`` lag instead of holding the state path (and Kafka) back. The lag is bounded: the
    backlog holds each user once, so a user waits at most (users in the backlog) / (users scored per second).
    Users scored after waiting longer than ``job.max_rec_staleness_ms`` are counted (metric ``recs_late``): the
    sign that the scorer, not the stream, needs more capacity;
-5. returns one audit record per user written (``scored`` tells the state write from the recommendation).
+5. returns the audit: one line for the batch's state writes (the JVM makes a record per user of it) and one
+   record per user scored (``scored`` tells the two apart).
 
 The backlog of users waiting to be scored lives in this process: after a restart, those users' ``rec:{id}``
 refresh at their next event. Everything else is derived from the JVM state, so a replay converges.
@@ -26,6 +29,7 @@ import itertools
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +40,6 @@ from serving.model_watcher import ServingModel
 from serving.store import (
     CATALOG,
     RedisOp,
-    UserView,
     decode_item,
     decode_recommendations,
     encode_recommendations,
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 # Users per scorer call at most; within a budget, as many as the measured scoring rate fits in what is left.
 SCORE_CHUNK = 256
 MIN_SCORE_CHUNK = 8
+# Users whose rec:{id} the writer remembers (for the online hit rate, instead of reading it back per action).
+SHOWN_CACHE_USERS = 200_000
 
 
 def merge_records(users: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -86,6 +91,8 @@ class BatchWriter(BroadcastProcessFunction):
         self.backlog: dict[str, tuple[float, dict[str, Any]]] = {}
         self.max_staleness_s = j.max_rec_staleness_ms / 1000
         self.budget_s = j.score_share * j.flush_interval_ms / 1000 / j.writer_shards
+        # user -> the rec:{id} it has (decoded; None: none), the last SHOWN_CACHE_USERS users written or read.
+        self.shown: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
         self.score_rate = 1000.0  # users scored per second, measured as it goes: sizes the chunks to the budget
         group = runtime_context.get_metrics_group()
         self.users_written = group.counter("users_written")
@@ -111,29 +118,32 @@ class BatchWriter(BroadcastProcessFunction):
 
     def process_element(self, value: bytes, ctx: BroadcastProcessFunction.ReadOnlyContext) -> Iterator[bytes]:
         self._load_catalog()
-        batch = json.loads(value)
-        lines = self.write(batch["records"], final=bool(batch["final"]))
+        head, _, commands = bytes(value).partition(b"\n")
+        batch = json.loads(head)
+        lines = self.write(batch["records"], commands, final=bool(batch["final"]))
         if lines:
             yield b"\n".join(lines)
 
-    def write(self, users: list[dict[str, Any]], final: bool = False) -> list[bytes]:
-        """Steps 1-5 of the module's docstring for one batch; the audit records."""
+    def write(self, users: list[dict[str, Any]], commands: bytes = b"", final: bool = False) -> list[bytes]:
+        """Steps 1-5 of the module's docstring for one batch; the audit lines.
+
+        ``commands``: the batch's state writes as the JVM packed them (RESP): per user record a ``DEL`` of its
+        keys when it carries a forget, then an ``HSET user:{id}`` when it has events; sent as one buffer.
+        """
         latest = merge_records(users)
         forgotten = sorted(u for u, r in latest.items() if r.get("f"))
         live = [r for r in latest.values() if r["n"] > 0]
-        ops: list[RedisOp] = [("delete", (key("rec", u), key("user", u)), {}) for u in forgotten]
-        actions = {r["u"]: [tuple(a) for a in r["a"]] for r in live if r["a"] and not r.get("f")}
-        if actions:
-            shown = self.redis.execute([("get", (key("rec", u),), {}) for u in actions])
-            hits = online_hits(actions, dict(zip(actions, map(decode_recommendations, shown), strict=True)))
-            ops += online_metric_ops(hits)
-        for r in live:
-            view = UserView(r["u"], r["n"], r["t"], [e[1] for e in r["r"]], r["i"])
-            ops.append(("hset", (key("user", r["u"]),), {"mapping": view.to_hash()}))
-        if ops:
-            self.redis.execute(ops)
+        if commands:
+            self.redis.execute_packed(commands, sum(bool(r.get("f")) + (r["n"] > 0) for r in users))
         written_ms = int(time.time() * 1000)
         self.users_written.inc(len(live))
+        for u in forgotten:
+            self.shown[u] = None  # its rec: is gone
+        actions = {r["u"]: [tuple(a) for a in r["a"]] for r in live if r["a"] and not r.get("f")}
+        if actions:
+            hits = online_hits(actions, self._shown(list(actions)))
+            if hits:
+                self.redis.execute(online_metric_ops(hits))
         now = time.monotonic()
         for u in forgotten:
             self.backlog.pop(u, None)
@@ -141,12 +151,25 @@ class BatchWriter(BroadcastProcessFunction):
             since = self.backlog.get(r["u"], (now, r))[0]
             self.backlog[r["u"]] = (since, r)
         scored = self.score_backlog(final)
-        audit = [
-            json.dumps({"user_id": r["u"], "events": r["n"], "items": [], "scores": [], "model_version": "",
-                        "ts": written_ms, "written_at": written_ms, "scored": False}, separators=(",", ":")).encode()
-            for r in live if r["u"] not in scored
-        ]
-        return audit + list(scored.values())
+        # The state writes of users not scored just now, in one line the JVM expands (jobs/jvm SplitLines).
+        written = [[r["u"], r["n"]] for r in live if r["u"] not in scored]
+        audit = [json.dumps({"written_at": written_ms, "written": written}, separators=(",", ":")).encode()]
+        return (audit if written else []) + list(scored.values())
+
+    def _shown(self, users: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The rec:{id} each user had: what this writer last wrote (cached), else read from Redis."""
+        missing = [u for u in users if u not in self.shown]
+        if missing:
+            replies = self.redis.execute([("get", (key("rec", u),), {}) for u in missing])
+            for u, raw in zip(missing, replies, strict=True):
+                self._remember(u, decode_recommendations(raw))
+        return {u: self.shown[u] for u in users}
+
+    def _remember(self, user: str, rec: dict[str, Any] | None) -> None:
+        self.shown[user] = rec
+        self.shown.move_to_end(user)
+        if len(self.shown) > SHOWN_CACHE_USERS:
+            self.shown.popitem(last=False)
 
     def _scorer(self) -> Any:
         scorer = self.model.get()
@@ -199,6 +222,9 @@ class BatchWriter(BroadcastProcessFunction):
             self.score_rate = 0.8 * self.score_rate + 0.2 * len(recs) / max(took, 1e-6)  # users/s, smoothed
             for r, items in zip(recs, lists, strict=True):
                 self.backlog.pop(r["u"], None)
+                if items:
+                    shown = [{"item_id": i, "score": float(x)} for i, x in items]
+                    self._remember(r["u"], {"items": shown, "model_version": version, "computed_at": now_ms})
                 out[r["u"]] = json.dumps(
                     {"user_id": r["u"], "events": r["n"], "items": [i for i, _ in items],
                      "scores": [round(float(x), 6) for _, x in items], "model_version": version, "ts": now_ms,

@@ -38,6 +38,7 @@ from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT
 # Checkpoints taken before jobs/state.py existed name jobs.interest.UserState (the all-Python job's state).
 from jobs.state import UserState as UserState  # noqa: PLC0414
 from jobs.writer import TOP_INTERESTS
+from serving.store import INTEREST_DECIMALS, key
 from streamrec.config import Settings
 from streamrec.events import DEFAULT_SCENARIO, FORGET
 
@@ -74,6 +75,9 @@ def job_params(settings: Settings, bounded: bool) -> Any:  # noqa: ANN401 - a py
         "defaultScenario": DEFAULT_SCENARIO,
         "ratingMidpoint": RATING_MIDPOINT,
         "typeWeights": TYPE_WEIGHT,
+        "userKeyPrefix": key("user", ""),
+        "recKeyPrefix": key("rec", ""),
+        "interestDecimals": INTEREST_DECIMALS,
     }
     return _ops().JobParams.fromJson(json.dumps(params))
 

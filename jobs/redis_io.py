@@ -20,7 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.store import RedisOp, RedisUnavailableError, RetryPolicy, connect, execute_with_retry
+from serving.store import (
+    RedisOp,
+    RedisUnavailableError,
+    RetryPolicy,
+    connect,
+    execute_packed_with_retry,
+    execute_with_retry,
+)
 from streamrec.config import Settings, secret_value
 
 METRICS = ("redis_retries", "redis_failures", "redis_outage_ms")
@@ -49,6 +56,14 @@ class StreamRedis:
         """Run ops in one pipelined round trip, retried as configured; the replies, one per op."""
         try:
             return execute_with_retry(self.client, ops, self.policy, on_retry=self._retried)
+        except RedisUnavailableError:
+            self.failures.inc()
+            raise
+
+    def execute_packed(self, packed: bytes, replies: int) -> list[Any]:
+        """Send RESP-packed commands in one round trip, retried as configured; the replies."""
+        try:
+            return execute_packed_with_retry(self.client, packed, replies, self.policy, on_retry=self._retried)
         except RedisUnavailableError:
             self.failures.inc()
             raise

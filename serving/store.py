@@ -31,6 +31,8 @@ MODEL_CURRENT = "model:current"
 MODEL_HISTORY = "model:history"
 ONLINE_METRICS = "metrics:online"
 CATALOG = "catalog"
+# Decimals of the interests user:{id} shows (the JVM job writes the same hash: jobs/jvm RedisCommands).
+INTEREST_DECIMALS = 4
 # How long a replay's events may take to be applied by the job (the demos wait this long to catch up).
 CATCH_UP_TIMEOUT_S = 600.0
 
@@ -76,7 +78,7 @@ class UserView:
             "events": str(self.events),
             "last_ts": str(self.last_ts),
             "recent": json.dumps(list(self.recent)),
-            "interests": json.dumps({k: round(v, 4) for k, v in self.interests.items()}),
+            "interests": json.dumps({k: round(v, INTEREST_DECIMALS) for k, v in self.interests.items()}),
         }
 
 
@@ -243,6 +245,42 @@ def execute_with_retry(
     Returns:
         The replies, one per op.
     """
+    def attempt() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for method, args, kwargs in ops:
+            getattr(pipe, method)(*args, **kwargs)
+        return list(pipe.execute())
+
+    return _with_retry(attempt, policy, on_retry)
+
+
+def execute_packed_with_retry(
+    client: Any, packed: bytes, replies: int, policy: RetryPolicy | None = None,
+    on_retry: Callable[[float], None] | None = None,
+) -> list[Any]:
+    """Send commands already packed as RESP (the JVM job's state writes) in one round trip; their replies.
+
+    Retried like :func:`execute_with_retry`: the commands are overwrites, so a retry resends them all.
+    """
+
+    def attempt() -> list[Any]:
+        pool = client.connection_pool
+        conn = pool.get_connection("PIPELINE")
+        try:
+            conn.send_packed_command([packed])  # a list of buffers (iterating bytes would give ints)
+            return [conn.read_response() for _ in range(replies)]
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the connection is not reusable
+            raise
+        finally:
+            pool.release(conn)
+
+    return _with_retry(attempt, policy, on_retry)
+
+
+def _with_retry(
+    send: Callable[[], list[Any]], policy: RetryPolicy | None, on_retry: Callable[[float], None] | None
+) -> list[Any]:
     import redis
 
     policy = policy or RetryPolicy()
@@ -251,10 +289,7 @@ def execute_with_retry(
     attempt_began = time.monotonic()
     for attempt in itertools.count(1):
         try:
-            pipe = client.pipeline(transaction=False)
-            for method, args, kwargs in ops:
-                getattr(pipe, method)(*args, **kwargs)
-            return list(pipe.execute())
+            return send()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             now = time.monotonic()
             first_failure = now if first_failure is None else first_failure

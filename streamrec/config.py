@@ -97,7 +97,7 @@ class JobConfig(_Section):
     # flush interval: a scorer slower than the stream makes rec:{id} lag while user:{id} stays as fresh as the
     # flush, instead of backing events up in Kafka. Users scored later than max_rec_staleness_ms after their
     # change are counted (writer metric recs_late): the scorer needs capacity (a GPU, more parallelism).
-    score_share: float = Field(0.8, gt=0, le=1)
+    score_share: float = Field(0.25, gt=0, le=1)
     max_rec_staleness_ms: int = Field(2000, ge=0)
     # An event with an event_id seen for the same user within this long (processing time) is applied once.
     # Per user at most dedup_max_ids ids are kept (the oldest go first): the dedup state stays bounded.

@@ -17,6 +17,7 @@ from hypothesis import given
 from infra.flink_cluster import flink_home
 from infra.jars import job_jar
 from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT, UserState, apply_event
+from serving.store import INTEREST_DECIMALS, UserView, decode_user, key
 from streamrec.config import PROJECT_ROOT, JobConfig
 from streamrec.events import DEFAULT_SCENARIO, FORGET, Event, InvalidRecordError, parse_event, parse_item
 from tests.unit.test_events_fuzz import EVENT_FIELDS, FUZZ, ITEM_FIELDS, NOW, records
@@ -141,7 +142,25 @@ def params(cfg: JobConfig) -> str:
         "flushIntervalMs": 100, "shards": 4, "dedupTtlMs": 1000, "dedupMaxIds": 10, "topInterests": 10,
         "batchDelayMs": 20, "tickForMs": 1000, "flushAtEndOfInput": False, "forgetType": FORGET,
         "defaultScenario": DEFAULT_SCENARIO, "ratingMidpoint": RATING_MIDPOINT, "typeWeights": TYPE_WEIGHT,
+        "userKeyPrefix": key("user", ""), "recKeyPrefix": key("rec", ""), "interestDecimals": INTEREST_DECIMALS,
     })
+
+
+def resp_commands(packed: bytes) -> list[list[str]]:
+    """RESP arrays of bulk strings -> their arguments (what the JVM packs for the writer)."""
+    out, i = [], 0
+    while i < len(packed):
+        assert packed[i : i + 1] == b"*"
+        end = packed.index(b"\r\n", i)
+        n, i = int(packed[i + 1 : end]), end + 2
+        args = []
+        for _ in range(n):
+            end = packed.index(b"\r\n", i)
+            size, i = int(packed[i + 1 : end]), end + 2
+            args.append(packed[i : i + size].decode())
+            i += size + 2
+        out.append(args)
+    return out
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -161,13 +180,24 @@ def test_jvm_state_agrees_with_apply_event(seed: int) -> None:
         apply_event(state, Event("u1", item, etype, ts, value, scenario), cfg, facets)
         lines.append(json.dumps({"user_id": "u1", "item_id": item, "type": etype, "ts": ts, "value": value,
                                  "scenario": scenario, "facets": list(facets)}))
-    (jv,) = java("apply", params(cfg), lines)
+    jv, packed = java("apply", params(cfg), lines)
     assert jv["n"] == state.events and jv["t"] == state.last_ts
     assert [tuple(e) for e in jv["r"]] == state.recent
     assert jv["s"] == list(state.seen)
     assert set(jv["i"]) == set(state.interests)
     for facet, weight in state.interests.items():
         assert jv["i"][facet] == pytest.approx(weight, rel=1e-9, abs=1e-12)
+    # The user:{id} hash the JVM packs reads back as the one serving.store writes for the same state.
+    (hset,) = resp_commands(base64.b64decode(packed["resp_b64"]))
+    assert hset[:2] == ["HSET", key("user", "u1")]
+    jvm_hash = dict(zip(hset[2::2], hset[3::2], strict=True))
+    want = UserView("u1", state.events, state.last_ts, state.recent_items(), state.top_interests(10)).to_hash()
+    got_view, want_view = decode_user(jvm_hash), decode_user(want)
+    assert got_view is not None and want_view is not None
+    assert {k: v for k, v in got_view.items() if k != "interests"} == {
+        k: v for k, v in want_view.items() if k != "interests"
+    }
+    assert got_view["interests"] == pytest.approx(want_view["interests"], abs=1e-12)
 
 
 def test_the_jar_carries_the_rules_file() -> None:

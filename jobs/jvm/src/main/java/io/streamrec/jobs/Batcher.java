@@ -1,6 +1,7 @@
 package io.streamrec.jobs;
 
 import java.io.ByteArrayOutputStream;
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 
 import org.apache.flink.api.common.functions.OpenContext;
@@ -17,8 +18,9 @@ import org.apache.flink.util.Collector;
 
 /**
  * Keyed by writer shard: gather the user records of one flush into one batch record, the only thing the Python
- * writer receives ({@code {"shard", "final", "records": [...]}}): Python runs once per batch, never per event.
- * The catalog's items are batched the same way (one shard).
+ * writer receives: the JSON {@code {"shard", "final", "records": [...]}}, a newline, then the records' Redis
+ * commands (RESP, see {@link RedisCommands}) back to back. Python runs once per batch, never per event.
+ * The catalog's items are batched the same way (one shard, no commands).
  *
  * <p>A batch leaves {@code batchDelayMs} after its first record (the users' flush timers fire together). While
  * records came within {@code tickForMs}, an empty batch leaves every flush interval too: the writer scores its
@@ -64,7 +66,7 @@ public class Batcher extends KeyedProcessFunction<Integer, Tuple2<Integer, byte[
     }
 
     @Override
-    public void onTimer(long timestamp, OnTimerContext ctx, Collector<byte[]> out) throws Exception {
+    public void onTimer(long timestamp, OnTimerContext ctx, Collector<byte[]> out) throws IOException, Exception {
         boolean last = timestamp == UserInterest.END_OF_INPUT;
         Long armed = armedAt.value();
         if (!last && (armed == null || armed != timestamp)) {
@@ -75,16 +77,20 @@ public class Batcher extends KeyedProcessFunction<Integer, Tuple2<Integer, byte[
         buf.writeBytes(("{\"shard\":" + ctx.getCurrentKey() + ",\"final\":" + last + ",\"records\":[")
                 .getBytes(StandardCharsets.US_ASCII));
         int n = 0;
+        ByteArrayOutputStream commands = new ByteArrayOutputStream(4096);
         Iterable<byte[]> records = pending.get();
         if (records != null) {
             for (byte[] r : records) {
                 if (n++ > 0) {
                     buf.write(',');
                 }
-                buf.writeBytes(r);
+                int len = java.nio.ByteBuffer.wrap(r, 0, 4).getInt();
+                buf.write(r, 4, len);
+                commands.write(r, 4 + len, r.length - 4 - len);
             }
         }
-        buf.writeBytes("]}".getBytes(StandardCharsets.US_ASCII));
+        buf.writeBytes("]}\n".getBytes(StandardCharsets.US_ASCII));
+        commands.writeTo(buf);
         pending.clear();
         long now = ctx.timerService().currentProcessingTime();
         Long data = lastData.value();

@@ -76,7 +76,12 @@ public final class ContractCli {
                 job.apply(s, ev, facets.toArray(new String[0]));
             }
             if (s != null) {
+                JobParams p = JobParams.fromJson(args[1]);
                 out.println(new String(UserInterest.encode(s, Integer.MAX_VALUE), StandardCharsets.UTF_8));
+                java.io.ByteArrayOutputStream resp = new java.io.ByteArrayOutputStream();
+                RedisCommands.encode(s, RedisCommands.top(s, p.topInterests), p, resp);
+                out.println(mapper.writeValueAsString(
+                        mapper.createObjectNode().put("resp_b64", Base64.getEncoder().encodeToString(resp.toByteArray()))));
             }
         } else {
             throw new IllegalArgumentException("usage: ContractCli validate NOW_MS | apply PARAMS_JSON");

@@ -132,8 +132,10 @@ public final class Decode {
         private static final long serialVersionUID = 1L;
 
         @Override
-        public Tuple2<Integer, byte[]> map(byte[] item) {
-            return Tuple2.of(0, item);
+        public Tuple2<Integer, byte[]> map(byte[] item) {  // the batcher's layout: length, record, no commands
+            byte[] out = new byte[4 + item.length];
+            java.nio.ByteBuffer.wrap(out).putInt(item.length).put(item);
+            return Tuple2.of(0, out);
         }
     }
 

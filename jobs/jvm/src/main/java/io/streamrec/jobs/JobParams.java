@@ -22,6 +22,10 @@ public class JobParams implements Serializable {
     public String defaultScenario;
     public double ratingMidpoint;
     public Map<String, Double> typeWeights = new HashMap<>();
+    // The Redis layout of serving/store.py (key prefixes, user:{id} hash fields): handed over, not redefined.
+    public String userKeyPrefix;
+    public String recKeyPrefix;
+    public int interestDecimals;
 
     public JobParams() {}
 

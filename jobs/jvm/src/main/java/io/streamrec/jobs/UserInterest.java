@@ -37,6 +37,7 @@ import org.apache.flink.util.Collector;
  * well as per scenario.
  */
 public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, byte[], Tuple2<Integer, byte[]>> {
+    // The output's bytes: [4-byte length of the JSON record][the JSON record][the user's Redis commands, RESP].
     private static final long serialVersionUID = 1L;
     public static final long END_OF_INPUT = Long.MAX_VALUE - 1;
     private static final double MS_PER_HOUR = 3_600_000.0;
@@ -204,7 +205,7 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
         if (s == null || !s.dirty) {
             return;
         }
-        out.collect(Tuple2.of(shardOf(s.userId, p.shards), encode(s, p.topInterests)));
+        out.collect(Tuple2.of(shardOf(s.userId, p.shards), flushRecord(s, p)));
         if (s.events == 0) {  // forgotten, and nothing since: no state is kept at all
             state.clear();
             return;
@@ -214,6 +215,16 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
         s.forgotten = false;
         s.dirty = false;
         state.update(s);
+    }
+
+    /** The record and the Redis commands of one user's flush, in the layout the {@link Batcher} reads. */
+    static byte[] flushRecord(UserState s, JobParams p) {
+        byte[] json = encode(s, p.topInterests);
+        ByteArrayOutputStream out = new ByteArrayOutputStream(json.length + 256);
+        out.writeBytes(java.nio.ByteBuffer.allocate(4).putInt(json.length).array());
+        out.writeBytes(json);
+        RedisCommands.encode(s, RedisCommands.top(s, p.topInterests), p, out);
+        return out.toByteArray();
     }
 
     /**
@@ -242,9 +253,7 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
             }
             g.writeEndArray();
             g.writeObjectFieldStart("i");
-            List<Map.Entry<String, Double>> top = new ArrayList<>(s.interests.entrySet());
-            top.sort((a, b) -> Double.compare(Math.abs(b.getValue()), Math.abs(a.getValue())));
-            for (Map.Entry<String, Double> e : top.subList(0, Math.min(topInterests, top.size()))) {
+            for (Map.Entry<String, Double> e : RedisCommands.top(s, topInterests)) {
                 g.writeNumberField(e.getKey(), e.getValue());
             }
             g.writeEndObject();

@@ -106,15 +106,16 @@ class EventContractTest {
     }
 
     @Test
-    void splitLinesSplitsOnNewlines() {
+    void splitLinesSplitsOnNewlinesAndExpandsStateWrites() throws Exception {
         List<String> out = new ArrayList<>();
-        new SplitLines().flatMap(b("a\nbc\n\nd"), new Collector<>() {
+        new SplitLines().flatMap(b("a\nbc\n\n{\"written_at\":7,\"written\":[[\"u1\",3]]}\nd"), new Collector<>() {
             public void collect(byte[] r) {
                 out.add(new String(r, StandardCharsets.UTF_8));
             }
 
             public void close() {}
         });
-        assertEquals(List.of("a", "bc", "d"), out);
+        assertEquals(List.of("a", "bc", "{\"user_id\":\"u1\",\"events\":3,\"items\":[],\"scores\":[],\"model_version\":\"\","
+                + "\"ts\":7,\"written_at\":7,\"scored\":false}", "d"), out);
     }
 }
