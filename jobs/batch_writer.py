@@ -2,8 +2,9 @@
 
 The JVM stages (:mod:`jobs.interest`) apply every event to the user's state and hand this stage one record per
 writer shard and flush: ``{"shard", "final", "records": [...]}``, each user's record as ``UserInterest.encode``
-writes it (``u`` id, ``n`` events, ``t`` last ts, ``r`` recent ``[ts, item, scenario]``, ``s`` seen items, ``i`` top
-interests, ``a`` actions since the last flush, ``f`` forgotten). Per batch it:
+writes it (``u`` id, ``n`` events, ``r`` recent ``[ts, item, scenario]`` and ``s`` seen items, both JSON inside a
+string, decoded only for the users scored; ``a`` actions since the last flush, ``f`` forgotten), then the batch's
+Redis commands. Per batch it:
 
 1. deletes the keys of users who were forgotten (before anything newer of theirs is written: in the same buffer);
 2. writes every user's ``user:{id}`` (the state path: always as fresh as the batch) with the commands the JVM
@@ -117,8 +118,10 @@ class BatchWriter(BroadcastProcessFunction):
             catalog.add(item["item_id"])
 
     def process_element(self, value: bytes, ctx: BroadcastProcessFunction.ReadOnlyContext) -> Iterator[bytes]:
-        self._load_catalog()
         head, _, commands = bytes(value).partition(b"\n")
+        if not self.backlog and not commands and b'"records":[]' in head:
+            return  # a tick with nothing to do
+        self._load_catalog()
         batch = json.loads(head)
         lines = self.write(batch["records"], commands, final=bool(batch["final"]))
         if lines:
@@ -136,7 +139,8 @@ class BatchWriter(BroadcastProcessFunction):
         if commands:
             self.redis.execute_packed(commands, sum(bool(r.get("f")) + (r["n"] > 0) for r in users))
         written_ms = int(time.time() * 1000)
-        self.users_written.inc(len(live))
+        if live:
+            self.users_written.inc(len(live))  # a counter call crosses to the JVM: only when there is news
         for u in forgotten:
             self.shown[u] = None  # its rec: is gone
         actions = {r["u"]: [tuple(a) for a in r["a"]] for r in live if r["a"] and not r.get("f")}
@@ -203,12 +207,13 @@ class BatchWriter(BroadcastProcessFunction):
             chunk = list(itertools.islice(self.backlog.items(), size))
             late += sum(1 for _, (since, _) in chunk if now - since > self.max_staleness_s)
             recs = [r for _, (_, r) in chunk]
+            recent = [json.loads(r["r"]) for r in recs]  # decoded here, for the users scored only
             lists = scorer.score(
-                [[e[1] for e in r["r"]] for r in recs],
+                [[e[1] for e in rs] for rs in recent],
                 k,
-                exclude=[set(r["s"]) for r in recs],
-                times=[[e[0] for e in r["r"]] for r in recs],
-                scenarios=[[e[2] for e in r["r"]] for r in recs],
+                exclude=[set(json.loads(r["s"])) for r in recs],
+                times=[[e[0] for e in rs] for rs in recent],
+                scenarios=[[e[2] for e in rs] for rs in recent],
             )
             now_ms = int(time.time() * 1000)
             ops: list[RedisOp] = [
@@ -231,9 +236,11 @@ class BatchWriter(BroadcastProcessFunction):
                      "written_at": written_ms, "scored": True},
                     separators=(",", ":"),
                 ).encode()
-        self.users_scored.inc(len(out))
-        self.recs_late.inc(late)
-        self.score_ms.inc(int((time.monotonic() - t0) * 1000))
+        if out:
+            self.users_scored.inc(len(out))
+            self.score_ms.inc(int((time.monotonic() - t0) * 1000))
+        if late:
+            self.recs_late.inc(late)
         return out
 
     def _embed_new_items(self, scorer: Any, catalog: set[str]) -> None:

@@ -6,7 +6,7 @@ from jobs.batch_writer import merge_records
 
 
 def rec(user: str, n: int, actions: list[list[str]], forgotten: bool = False) -> dict:
-    out = {"u": user, "n": n, "t": n, "r": [], "s": [], "i": {}, "a": actions}
+    out = {"u": user, "n": n, "r": "[]", "s": "[]", "a": actions}
     if forgotten:
         out["f"] = True
     return out

@@ -20,7 +20,8 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.Obje
  *       "value", "scenario", "event_id"}};
  *   <li>{@code validate-item}: base64 {@code items} records -> {@code {"ok", "reason", "item_id"}};
  *   <li>{@code apply PARAMS_JSON}: one user's events {@code {"user_id", "item_id", "type", "ts", "value",
- *       "scenario", "facets": [...]}} -> the user's record after all of them, as the writer would receive it.
+ *       "scenario", "facets": [...]}} -> the user's state after all of them ({@code {"n", "t", "r", "s", "i"}}),
+ *       then the Redis commands of its flush ({@code {"resp_b64"}}).
  * </ul>
  */
 public final class ContractCli {
@@ -77,7 +78,12 @@ public final class ContractCli {
             }
             if (s != null) {
                 JobParams p = JobParams.fromJson(args[1]);
-                out.println(new String(UserInterest.encode(s, Integer.MAX_VALUE), StandardCharsets.UTF_8));
+                ObjectNode state = mapper.createObjectNode().put("n", s.events).put("t", s.lastTs);
+                state.set("r", mapper.readTree(UserInterest.recentJson(s)));
+                state.set("s", mapper.readTree(UserInterest.seenJson(s)));
+                ObjectNode interests = state.putObject("i");
+                s.interests.forEach(interests::put);
+                out.println(mapper.writeValueAsString(state));
                 java.io.ByteArrayOutputStream resp = new java.io.ByteArrayOutputStream();
                 RedisCommands.encode(s, RedisCommands.top(s, p.topInterests), p, resp);
                 out.println(mapper.writeValueAsString(

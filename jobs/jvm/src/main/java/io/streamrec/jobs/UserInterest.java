@@ -228,8 +228,10 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
     }
 
     /**
-     * The user's record for the writer: {@code {"u", "n" (events), "t" (last ts), "r" ([ts, item, scenario] oldest
-     * first), "s" (seen), "i" (top interests), "a" ([item, scenario] since the last flush), "f" (forgotten)}}.
+     * The user's record for the writer: {@code {"u", "n" (events), "r", "s", "a" ([item, scenario] of the actions
+     * since the last flush), "f" (forgotten)}}. {@code "r"} (recent {@code [ts, item, scenario]}, oldest first) and
+     * {@code "s"} (seen items) are JSON arrays inside a JSON string: the writer decodes them only for the users it
+     * scores, and a string is read much faster than a list of strings (a heavy user's seen list is thousands).
      */
     static byte[] encode(UserState s, int topInterests) {
         ByteArrayOutputStream buf = new ByteArrayOutputStream(256 + 24 * (s.recentTs.length + s.seen.size()));
@@ -237,26 +239,8 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
             g.writeStartObject();
             g.writeStringField("u", s.userId);
             g.writeNumberField("n", s.events);
-            g.writeNumberField("t", s.lastTs);
-            g.writeArrayFieldStart("r");
-            for (int i = 0; i < s.recentTs.length; i++) {
-                g.writeStartArray();
-                g.writeNumber(s.recentTs[i]);
-                g.writeString(s.recentItems[i]);
-                g.writeString(s.recentScenarios[i]);
-                g.writeEndArray();
-            }
-            g.writeEndArray();
-            g.writeArrayFieldStart("s");
-            for (String item : s.seen) {
-                g.writeString(item);
-            }
-            g.writeEndArray();
-            g.writeObjectFieldStart("i");
-            for (Map.Entry<String, Double> e : RedisCommands.top(s, topInterests)) {
-                g.writeNumberField(e.getKey(), e.getValue());
-            }
-            g.writeEndObject();
+            g.writeStringField("r", recentJson(s));
+            g.writeStringField("s", seenJson(s));
             g.writeArrayFieldStart("a");
             for (int i = 0; i < s.pendingItems.size(); i++) {
                 g.writeStartArray();
@@ -273,6 +257,38 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
             throw new UncheckedIOException(e);
         }
         return buf.toByteArray();
+    }
+
+    static String recentJson(UserState s) {
+        ByteArrayOutputStream buf = new ByteArrayOutputStream(32 * s.recentTs.length + 2);
+        try (JsonGenerator g = JSON.createGenerator(buf)) {
+            g.writeStartArray();
+            for (int i = 0; i < s.recentTs.length; i++) {
+                g.writeStartArray();
+                g.writeNumber(s.recentTs[i]);
+                g.writeString(s.recentItems[i]);
+                g.writeString(s.recentScenarios[i]);
+                g.writeEndArray();
+            }
+            g.writeEndArray();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        return buf.toString(StandardCharsets.UTF_8);
+    }
+
+    static String seenJson(UserState s) {
+        ByteArrayOutputStream buf = new ByteArrayOutputStream(12 * s.seen.size() + 2);
+        try (JsonGenerator g = JSON.createGenerator(buf)) {
+            g.writeStartArray();
+            for (String item : s.seen) {
+                g.writeString(item);
+            }
+            g.writeEndArray();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        return buf.toString(StandardCharsets.UTF_8);
     }
 
     /** A valid {@code items} record (its original JSON): {@code item_id} and its {@code categories}. */

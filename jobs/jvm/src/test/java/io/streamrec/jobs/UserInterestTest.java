@@ -80,8 +80,9 @@ class UserInterestTest {
         JsonNode r = new ObjectMapper().readTree(UserInterest.encode(s, 2));
         assertEquals("u1", r.get("u").asText());
         assertEquals(1, r.get("n").asInt());
-        assertEquals("[[5,\"i1\",\"default\"]]", r.get("r").toString());
-        assertEquals(2, r.get("i").size());  // top 2 of 3 facets
+        assertEquals("[[5,\"i1\",\"default\"]]", r.get("r").asText());  // a JSON string holding the array
+        assertEquals("[\"i1\"]", r.get("s").asText());
+        assertEquals(2, RedisCommands.top(s, 2).size());  // top 2 of 3 facets
         assertEquals("[[\"i1\",\"default\"]]", r.get("a").toString());
         assertTrue(r.get("f") == null);
     }
