@@ -42,18 +42,30 @@ class AuditLog:
             while not self._stop.is_set():
                 for batch in consumer.poll(timeout_ms=100).values():
                     for msg in batch:
-                        rec = json.loads(msg.value)
-                        user, events = rec["user_id"], int(rec["events"])
-                        if self.keep_records:
-                            self.records[user].append((int(rec["written_at"]), events))
-                            if rec.get("scored", True):
-                                self.scored[user].append((int(rec["written_at"]), events))
-                        if events > self.high[user]:
-                            self.high[user] = events
-                        self.consumed += 1
+                        for rec in self.rows(msg.value):
+                            user, events = rec["user_id"], int(rec["events"])
+                            if self.keep_records:
+                                self.records[user].append((int(rec["written_at"]), events))
+                                if rec.get("scored", True):
+                                    self.scored[user].append((int(rec["written_at"]), events))
+                            if events > self.high[user]:
+                                self.high[user] = events
+                            self.consumed += 1
             consumer.close()
         except BaseException as exc:  # noqa: BLE001 - surfaced by applied()
             self.error = exc
+
+    @staticmethod
+    def rows(value: bytes) -> list[dict]:
+        """A record of the audit topic as rows per user.
+
+        The JVM job writes one record per Redis round trip (:func:`jobs.batch_writer.audit_rows`), the all-Python
+        job one per user.
+        """
+        from jobs.batch_writer import audit_rows
+
+        rec = json.loads(value)
+        return audit_rows(value) if "written_at" in rec and "user_id" not in rec else [rec]
 
     def applied(self, sent: dict[str, int]) -> int:
         """How many of these users' events (user -> events sent) Redis has seen so far."""

@@ -17,8 +17,8 @@ Redis commands. Per batch it:
    backlog holds each user once, so a user waits at most (users in the backlog) / (users scored per second).
    Users scored after waiting longer than ``job.max_rec_staleness_ms`` are counted (metric ``recs_late``): the
    sign that the scorer, not the stream, needs more capacity;
-5. returns the audit: one line for the batch's state writes (the JVM makes a record per user of it) and one
-   record per user scored (``scored`` tells the two apart).
+5. returns the audit, one record per Redis round trip (see :func:`audit_rows`): the batch's state writes,
+   then each chunk of users scored.
 
 The backlog of users waiting to be scored lives in this process: after a restart, those users' ``rec:{id}``
 refresh at their next event. Everything else is derived from the JVM state, so a replay converges.
@@ -60,6 +60,23 @@ SCORE_CHUNK = 256
 MIN_SCORE_CHUNK = 8
 # Users whose rec:{id} the writer remembers (for the online hit rate, instead of reading it back per action).
 SHOWN_CACHE_USERS = 200_000
+
+
+def audit_rows(record: bytes) -> list[dict[str, Any]]:
+    """One audit record of the recommendations topic -> a row per user written.
+
+    A record is ``{"written_at", "users": [[user_id, events], ...]}`` (state writes: ``user:{id}``) or
+    ``{"written_at", "ts", "model_version", "scored": [[user_id, events, items, scores], ...]}`` (``rec:{id}``).
+    Rows: ``{"user_id", "events", "items", "scores", "model_version", "ts", "written_at", "scored"}``; ``ts`` is
+    when the list was computed, ``written_at`` when Redis acknowledged the write (epoch ms).
+    """
+    a = json.loads(record)
+    at = a["written_at"]
+    if "users" in a:
+        return [{"user_id": u, "events": n, "items": [], "scores": [], "model_version": "", "ts": at,
+                 "written_at": at, "scored": False} for u, n in a["users"]]
+    return [{"user_id": u, "events": n, "items": items, "scores": scores, "model_version": a["model_version"],
+             "ts": a["ts"], "written_at": at, "scored": True} for u, n, items, scores in a["scored"]]
 
 
 def merge_records(users: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -154,11 +171,9 @@ class BatchWriter(BroadcastProcessFunction):
         for r in live:  # an entry keeps its place (and waiting time) when the user changes again
             since = self.backlog.get(r["u"], (now, r))[0]
             self.backlog[r["u"]] = (since, r)
-        scored = self.score_backlog(final)
-        # The state writes of users not scored just now, in one line the JVM expands (jobs/jvm SplitLines).
-        written = [[r["u"], r["n"]] for r in live if r["u"] not in scored]
-        audit = [json.dumps({"written_at": written_ms, "written": written}, separators=(",", ":")).encode()]
-        return (audit if written else []) + list(scored.values())
+        audit = [json.dumps({"written_at": written_ms, "users": [[r["u"], r["n"]] for r in live]},
+                            separators=(",", ":")).encode()] if live else []
+        return audit + self.score_backlog(final)
 
     def _shown(self, users: list[str]) -> dict[str, dict[str, Any] | None]:
         """The rec:{id} each user had: what this writer last wrote (cached), else read from Redis."""
@@ -183,17 +198,18 @@ class BatchWriter(BroadcastProcessFunction):
             self.restricted = (id(scorer), len(self.catalog))
         return scorer
 
-    def score_backlog(self, everything: bool) -> dict[str, bytes]:
-        """Score the backlog, oldest first, within the module docstring's budget; user -> audit record.
+    def score_backlog(self, everything: bool) -> list[bytes]:
+        """Score the backlog, oldest first, within the module docstring's budget; an audit record per chunk.
 
         ``everything``: all of it, whatever the budget (the end of a bounded input).
         """
         scorer = self._scorer() if self.backlog else None
         if scorer is None:
             self.backlog.clear()  # no model promoted yet: nothing to score (rec: stays as it is)
-            return {}
+            return []
         t0 = time.monotonic()
-        out: dict[str, bytes] = {}
+        out: list[bytes] = []
+        scored = 0
         version = self.model.version or scorer.version
         k = self.settings.job.top_k
         late = 0
@@ -230,14 +246,13 @@ class BatchWriter(BroadcastProcessFunction):
                 if items:
                     shown = [{"item_id": i, "score": float(x)} for i, x in items]
                     self._remember(r["u"], {"items": shown, "model_version": version, "computed_at": now_ms})
-                out[r["u"]] = json.dumps(
-                    {"user_id": r["u"], "events": r["n"], "items": [i for i, _ in items],
-                     "scores": [round(float(x), 6) for _, x in items], "model_version": version, "ts": now_ms,
-                     "written_at": written_ms, "scored": True},
-                    separators=(",", ":"),
-                ).encode()
-        if out:
-            self.users_scored.inc(len(out))
+            rows = [[r["u"], r["n"], [i for i, _ in items], [round(float(x), 6) for _, x in items]]
+                    for r, items in zip(recs, lists, strict=True)]
+            out.append(json.dumps({"written_at": written_ms, "ts": now_ms, "model_version": version, "scored": rows},
+                                  separators=(",", ":")).encode())
+            scored += len(recs)
+        if scored:
+            self.users_scored.inc(scored)
             self.score_ms.inc(int((time.monotonic() - t0) * 1000))
         if late:
             self.recs_late.inc(late)

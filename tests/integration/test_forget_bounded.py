@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from jobs.batch_writer import audit_rows
 from jobs.interest import build_interest_job
 from jobs.kafka_io import make_env
 from jobs.testing import collect, records_source
@@ -53,7 +54,7 @@ def test_forget_records_clear_state_and_keys_and_emit_nothing(make_settings):
     out = collect(writes=job.writes, dead=job.dead_letters)
 
     # The flush interval is a minute: one end-of-input batch per shard, with the forget records inside it.
-    audit = [json.loads(w) for w in out["writes"]]
+    audit = [row for w in out["writes"] for row in audit_rows(w)]
     assert sorted((a["user_id"], a["events"]) for a in audit) == [("u0", 1), ("u1", 1)]  # nothing for u2, u3, u4
     assert decode_user(r.hgetall(key("user", "u0")))["recent"] == ["i3"]
     assert decode_user(r.hgetall(key("user", "u0")))["events"] == 1

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from jobs.batch_writer import audit_rows
 from jobs.interest import build_interest_job
 from jobs.kafka_io import make_env
 from jobs.testing import collect, records_source
@@ -27,7 +28,8 @@ def test_bounded_run_flushes_everything(make_settings):
     out = collect(writes=job.writes, dead=job.dead_letters)
 
     # The flush interval is a minute: only the end-of-input timer can have written these.
-    assert {json.loads(w)["user_id"]: json.loads(w)["events"] for w in out["writes"]} == {"u0": 4, "u1": 4}
+    rows = [row for w in out["writes"] for row in audit_rows(w)]
+    assert {row["user_id"]: row["events"] for row in rows} == {"u0": 4, "u1": 4}
     reasons = sorted(json.loads(d)["reason"] for d in out["dead"])
     assert len(reasons) == 2 and any("title" in x for x in reasons) and any("JSON object" in x for x in reasons)
     views = {u: decode_user(r.hgetall(key("user", u))) for u in ("u0", "u1")}

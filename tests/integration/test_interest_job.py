@@ -11,6 +11,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from jobs import launcher
+from jobs.batch_writer import audit_rows
 from jobs.producer import EventProducer
 from serving.store import connect, decode_user, key
 
@@ -107,8 +108,9 @@ def run_path(settings, config_path, cluster=None) -> None:
             assert fragment in by_original[raw], (raw, by_original[raw])
 
         audit = [
-            json.loads(v)
-            for v in consume_all(settings.kafka.bootstrap, settings.kafka.recommendations_topic, len(want))
+            row
+            for v in consume_all(settings.kafka.bootstrap, settings.kafka.recommendations_topic, 1)
+            for row in audit_rows(v)
         ]
         final = defaultdict(int)
         for a in audit:

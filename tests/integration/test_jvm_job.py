@@ -12,6 +12,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from jobs import launcher
+from jobs.batch_writer import audit_rows
 from jobs.producer import EventProducer
 from serving.store import connect, key
 
@@ -93,8 +94,8 @@ def test_a_redelivered_event_id_is_applied_once_and_a_burst_is_written_once(make
         assert wait_for(lambda: counts(r, want) == dict(want), 90), counts(r, want)
         time.sleep(2.0)  # any late (wrong) duplicate application would show now
         assert counts(r, want) == dict(want)
-        audit = [json.loads(m.value) for m in read_topic(settings.kafka.bootstrap, settings.kafka.recommendations_topic,
-                                                         5, timeout_s=10)]
+        records = read_topic(settings.kafka.bootstrap, settings.kafka.recommendations_topic, 1, timeout_s=10)
+        audit = [row for m in records for row in audit_rows(m.value)]
     finally:
         launcher.stop(settings, say=lambda *_: None)
     writes = Counter(a["user_id"] for a in audit)
