@@ -56,7 +56,7 @@ from serving.store import connect, key, wait_for_events
 from streamrec.config import Settings, dump_config, load_config
 
 RATES_EVENTS_TOPIC = "bench.events"
-WARMUP_S = 20.0
+WARMUP_S = 45.0
 RATES_AUDIT_TOPIC = "bench.recommendations"
 # kafka-python at ~25-30k records/s on one core: records carry their partition (no Python murmur2 per send),
 # acks=1 and no idempotence (no per-batch sequence bookkeeping), batches of up to 256 KiB after 5 ms.
@@ -556,7 +556,7 @@ def run_rates(
         deadline = time.monotonic() + 300
         while r.exists(*item_keys) < len(item_keys) and time.monotonic() < deadline:
             time.sleep(0.5)
-        # Then a warm-up at the first rate for 20 s (its own users): the JVM's JIT compilers take about a core
+        # Then a warm-up at the first rate for WARMUP_S (its own users): the JVM's JIT compilers take about a core
         # for the first minute of a job; the phases measure the job as it runs after that, not its start-up.
         warm_rate = rates[0][1] if rates else 200.0
         warm = run_rate(v, work, audit, "warmup", warm_rate, WARMUP_S, users, run_dir, 300.0)

@@ -82,7 +82,7 @@ public final class ContractCli {
                 state.set("r", mapper.readTree(UserInterest.recentJson(s)));
                 state.set("s", mapper.readTree(UserInterest.seenJson(s)));
                 ObjectNode interests = state.putObject("i");
-                s.interests.forEach(interests::put);
+                s.interestEntries().forEach(e -> interests.put(e.getKey(), e.getValue()));
                 out.println(mapper.writeValueAsString(state));
                 java.io.ByteArrayOutputStream resp = new java.io.ByteArrayOutputStream();
                 RedisCommands.encode(s, RedisCommands.top(s, p.topInterests), p, resp);

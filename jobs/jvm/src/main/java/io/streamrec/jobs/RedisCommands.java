@@ -6,7 +6,6 @@ import java.io.UncheckedIOException;
 import java.math.BigDecimal;
 import java.math.RoundingMode;
 import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
@@ -82,7 +81,7 @@ public final class RedisCommands {
 
     /** The top interests: by magnitude, strongest first (a dislike is strong too). */
     static List<Map.Entry<String, Double>> top(UserState s, int n) {
-        List<Map.Entry<String, Double>> all = new ArrayList<>(s.interests.entrySet());
+        List<Map.Entry<String, Double>> all = s.interestEntries();
         all.sort((a, b) -> Double.compare(Math.abs(b.getValue()), Math.abs(a.getValue())));
         return all.subList(0, Math.min(n, all.size()));
     }

@@ -5,8 +5,6 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
 import java.util.zip.CRC32;
@@ -99,19 +97,7 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
     }
 
     private boolean isDuplicate(UserState s, String eventId, long now) {
-        Iterator<Map.Entry<String, Long>> oldest = s.eventIds.entrySet().iterator();
-        while (oldest.hasNext()) {  // expire by age, then by count
-            Map.Entry<String, Long> e = oldest.next();
-            if (now - e.getValue() <= p.dedupTtlMs && s.eventIds.size() <= p.dedupMaxIds) {
-                break;
-            }
-            oldest.remove();
-        }
-        if (s.eventIds.containsKey(eventId)) {
-            return true;
-        }
-        s.eventIds.put(eventId, now);
-        return false;
+        return s.seenEventId(eventId, now, p.dedupTtlMs, p.dedupMaxIds);
     }
 
     private static String[] facets(String itemId, ReadOnlyBroadcastState<String, String[]> catalog) throws Exception {
@@ -133,36 +119,21 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
         s.lastTs = Math.max(s.lastTs, ev.ts);
         String scenario = ev.scenario != null ? ev.scenario : p.defaultScenario;
         if (!"skip".equals(ev.type)) {
-            s.pendingItems.add(ev.itemId);
-            s.pendingScenarios.add(scenario);
+            s.addPending(ev.itemId, scenario);
             insertRecent(s, ev.ts, ev.itemId, scenario);
-            s.seen.remove(ev.itemId);
-            s.seen.add(ev.itemId);
-            Iterator<String> old = s.seen.iterator();
-            for (int overflow = s.seen.size() - p.maxSeenItems; overflow > 0; overflow--) {
-                old.next();
-                old.remove();
-            }
+            s.touchSeen(ev.itemId, p.maxSeenItems);
         }
         double halfLifeMs = p.halfLifeHours * MS_PER_HOUR;
         double w = weight(ev);
         if (ev.ts >= s.interestsTs) {
-            double decay = Math.pow(0.5, (ev.ts - s.interestsTs) / halfLifeMs);
-            HashMap<String, Double> decayed = new HashMap<>(s.interests.size() * 2 + 4);
-            for (Map.Entry<String, Double> e : s.interests.entrySet()) {
-                double v = e.getValue() * decay;
-                if (Math.abs(v) > 1e-6) {
-                    decayed.put(e.getKey(), v);
-                }
-            }
-            s.interests = decayed;
+            s.decayInterests(Math.pow(0.5, (ev.ts - s.interestsTs) / halfLifeMs));
             s.interestsTs = ev.ts;
         } else {  // a late event counts as much as it would have decayed to by now
             w *= Math.pow(0.5, (s.interestsTs - ev.ts) / halfLifeMs);
         }
-        s.interests.merge("scenario:" + scenario, w, Double::sum);
+        s.addInterest("scenario:" + scenario, w);
         for (String f : facets) {
-            s.interests.merge(f, w, Double::sum);
+            s.addInterest(f, w);
         }
     }
 
@@ -210,8 +181,7 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
             state.clear();
             return;
         }
-        s.pendingItems.clear();
-        s.pendingScenarios.clear();
+        s.clearPending();
         s.forgotten = false;
         s.dirty = false;
         state.update(s);
@@ -234,7 +204,7 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
      * scores, and a string is read much faster than a list of strings (a heavy user's seen list is thousands).
      */
     static byte[] encode(UserState s, int topInterests) {
-        ByteArrayOutputStream buf = new ByteArrayOutputStream(256 + 24 * (s.recentTs.length + s.seen.size()));
+        ByteArrayOutputStream buf = new ByteArrayOutputStream(256 + 24 * (s.recentTs.length + s.seen.length));
         try (JsonGenerator g = JSON.createGenerator(buf)) {
             g.writeStartObject();
             g.writeStringField("u", s.userId);
@@ -242,10 +212,10 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
             g.writeStringField("r", recentJson(s));
             g.writeStringField("s", seenJson(s));
             g.writeArrayFieldStart("a");
-            for (int i = 0; i < s.pendingItems.size(); i++) {
+            for (int i = 0; i < s.pendingItems.length; i++) {
                 g.writeStartArray();
-                g.writeString(s.pendingItems.get(i));
-                g.writeString(s.pendingScenarios.get(i));
+                g.writeString(s.pendingItems[i]);
+                g.writeString(s.pendingScenarios[i]);
                 g.writeEndArray();
             }
             g.writeEndArray();
@@ -278,7 +248,7 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
     }
 
     static String seenJson(UserState s) {
-        ByteArrayOutputStream buf = new ByteArrayOutputStream(12 * s.seen.size() + 2);
+        ByteArrayOutputStream buf = new ByteArrayOutputStream(12 * s.seen.length + 2);
         try (JsonGenerator g = JSON.createGenerator(buf)) {
             g.writeStartArray();
             for (String item : s.seen) {

@@ -1,14 +1,20 @@
 package io.streamrec.jobs;
 
+import java.util.AbstractMap;
 import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.LinkedHashMap;
-import java.util.LinkedHashSet;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
 
 /**
- * One user's interest state in the job (a Flink POJO, kept as a heap object: no serialization per event).
- * The same state {@code jobs/state.py} describes: recent items with times and scenarios in event-time order,
- * the seen items, time-decayed interests per facet; plus what the next flush reports and the dedup ids.
+ * One user's interest state in the job: the state {@code jobs/state.py} describes (recent items with times and
+ * scenarios in event-time order, the seen items, time-decayed interests per facet), plus what the next flush
+ * reports and the dedup ids.
+ *
+ * <p>A Flink POJO of strings, primitives and arrays only: Flink serializes it with its own field serializers (no
+ * Kryo), which a checkpoint of every user's state and the heap backend's copy-on-write both run through. The
+ * methods keep the arrays' invariants; they are small (tens of entries), seen aside (a linear scan of at most
+ * {@code max_seen_items}).
  */
 public class UserState {
     public String userId;
@@ -19,15 +25,17 @@ public class UserState {
     public String[] recentItems = new String[0];
     public String[] recentScenarios = new String[0];
     // Every item the user acted on, oldest first, capped: never recommended back.
-    public LinkedHashSet<String> seen = new LinkedHashSet<>();
+    public String[] seen = new String[0];
     // Facet ("scenario:web", "category:Drama") -> decayed weight, valid at interestsTs.
-    public HashMap<String, Double> interests = new HashMap<>();
+    public String[] facets = new String[0];
+    public double[] weights = new double[0];
     public long interestsTs;
     // (item, scenario) of the actions since the last flush: the writer's online hit rate.
-    public ArrayList<String> pendingItems = new ArrayList<>();
-    public ArrayList<String> pendingScenarios = new ArrayList<>();
-    // event_id -> processing time first applied (insertion order = age): duplicates within the TTL are dropped.
-    public LinkedHashMap<String, Long> eventIds = new LinkedHashMap<>();
+    public String[] pendingItems = new String[0];
+    public String[] pendingScenarios = new String[0];
+    // event_id and the processing time it was first applied, oldest first: duplicates within the TTL are dropped.
+    public String[] eventIds = new String[0];
+    public long[] eventTimes = new long[0];
     // A forget record since the last flush: the writer deletes the user's keys before writing anything newer.
     public boolean forgotten;
     // Changed since the last flush.
@@ -37,5 +45,125 @@ public class UserState {
 
     public UserState(String userId) {
         this.userId = userId;
+    }
+
+    /** {@code item} becomes the newest seen item (moved there if it was seen before); the oldest beyond cap go. */
+    void touchSeen(String item, int cap) {
+        int n = seen.length;
+        if (n > 0 && seen[n - 1].equals(item)) {
+            return;
+        }
+        int at = -1;
+        for (int i = 0; i < n; i++) {
+            if (seen[i].equals(item)) {
+                at = i;
+                break;
+            }
+        }
+        int size = at >= 0 ? n : n + 1;
+        int drop = Math.max(0, size - cap);
+        String[] out = new String[size - drop];
+        int j = 0;
+        for (int i = 0; i < n; i++) {
+            if (i != at) {
+                if (drop > 0) {
+                    drop--;
+                } else {
+                    out[j++] = seen[i];
+                }
+            }
+        }
+        out[j] = item;
+        seen = out;
+    }
+
+    /** Every weight times {@code decay}; facets that fall to nothing go. */
+    void decayInterests(double decay) {
+        int j = 0;
+        for (int i = 0; i < facets.length; i++) {
+            double v = weights[i] * decay;
+            if (Math.abs(v) > 1e-6) {
+                facets[j] = facets[i];
+                weights[j++] = v;
+            }
+        }
+        if (j < facets.length) {
+            facets = Arrays.copyOf(facets, j);
+            weights = Arrays.copyOf(weights, j);
+        }
+    }
+
+    void addInterest(String facet, double w) {
+        for (int i = 0; i < facets.length; i++) {
+            if (facets[i].equals(facet)) {
+                weights[i] += w;
+                return;
+            }
+        }
+        facets = Arrays.copyOf(facets, facets.length + 1);
+        weights = Arrays.copyOf(weights, weights.length + 1);
+        facets[facets.length - 1] = facet;
+        weights[weights.length - 1] = w;
+    }
+
+    /** The weight of a facet (0 when absent). */
+    public double interest(String facet) {
+        for (int i = 0; i < facets.length; i++) {
+            if (facets[i].equals(facet)) {
+                return weights[i];
+            }
+        }
+        return 0.0;
+    }
+
+    /** (facet, weight) pairs, in the order they were first seen. */
+    List<Map.Entry<String, Double>> interestEntries() {
+        List<Map.Entry<String, Double>> out = new ArrayList<>(facets.length);
+        for (int i = 0; i < facets.length; i++) {
+            out.add(new AbstractMap.SimpleImmutableEntry<>(facets[i], weights[i]));
+        }
+        return out;
+    }
+
+    void addPending(String item, String scenario) {
+        pendingItems = Arrays.copyOf(pendingItems, pendingItems.length + 1);
+        pendingScenarios = Arrays.copyOf(pendingScenarios, pendingScenarios.length + 1);
+        pendingItems[pendingItems.length - 1] = item;
+        pendingScenarios[pendingScenarios.length - 1] = scenario;
+    }
+
+    void clearPending() {
+        pendingItems = new String[0];
+        pendingScenarios = new String[0];
+    }
+
+    /**
+     * Whether {@code eventId} was applied within {@code ttlMs} (then it is a duplicate); else it is remembered.
+     * Ids older than the TTL, and beyond {@code maxIds} the oldest, are forgotten first.
+     */
+    boolean seenEventId(String eventId, long now, long ttlMs, int maxIds) {
+        int keepFrom = 0;
+        while (keepFrom < eventIds.length
+                && (now - eventTimes[keepFrom] > ttlMs || eventIds.length - keepFrom >= maxIds)) {
+            keepFrom++;
+        }
+        for (int i = keepFrom; i < eventIds.length; i++) {
+            if (eventIds[i].equals(eventId)) {
+                trimEventIds(keepFrom, 0);
+                return true;
+            }
+        }
+        trimEventIds(keepFrom, 1);
+        eventIds[eventIds.length - 1] = eventId;
+        eventTimes[eventTimes.length - 1] = now;
+        return false;
+    }
+
+    private void trimEventIds(int from, int extra) {
+        if (from == 0 && extra == 0) {
+            return;
+        }
+        eventIds = Arrays.copyOfRange(eventIds, from, eventIds.length + extra);
+        eventTimes = Arrays.copyOfRange(eventTimes, from, eventTimes.length + extra);
     }
 }

@@ -56,8 +56,8 @@ class UserInterestTest {
             job.apply(s, ev("i" + i, "view", i), new String[0]);
         }
         job.apply(s, ev("x", "skip", 7), new String[0]);
-        assertEquals(List.of("i2", "i3", "i4", "i5"), List.copyOf(s.seen));
-        assertEquals(6, s.pendingItems.size());  // a skip is no action for the hit rate
+        assertEquals(List.of("i2", "i3", "i4", "i5"), List.of(s.seen));
+        assertEquals(6, s.pendingItems.length);  // a skip is no action for the hit rate
     }
 
     @Test
@@ -66,10 +66,10 @@ class UserInterestTest {
         UserState s = new UserState("u1");
         job.apply(s, ev("i1", "click", 0), new String[] {"category:Drama"});
         job.apply(s, ev("i2", "view", 3_600_000), new String[0]);
-        assertEquals(2.0 * 0.5 + 1.0, s.interests.get("scenario:default"), 1e-12);
-        assertEquals(1.0, s.interests.get("category:Drama"), 1e-12);
+        assertEquals(2.0 * 0.5 + 1.0, s.interest("scenario:default"), 1e-12);
+        assertEquals(1.0, s.interest("category:Drama"), 1e-12);
         job.apply(s, ev("i3", "view", 0), new String[0]);  // late: counts as decayed to now
-        assertEquals(2.0 * 0.5 + 1.0 + 0.5, s.interests.get("scenario:default"), 1e-12);
+        assertEquals(2.0 * 0.5 + 1.0 + 0.5, s.interest("scenario:default"), 1e-12);
     }
 
     @Test
@@ -85,6 +85,21 @@ class UserInterestTest {
         assertEquals(2, RedisCommands.top(s, 2).size());  // top 2 of 3 facets
         assertEquals("[[\"i1\",\"default\"]]", r.get("a").toString());
         assertTrue(r.get("f") == null);
+    }
+
+    @Test
+    void seenMovesARepeatToTheEndAndEventIdsExpire() {
+        UserState s = new UserState("u1");
+        for (String item : new String[] {"a", "b", "c", "a"}) {
+            s.touchSeen(item, 10);
+        }
+        assertEquals(List.of("b", "c", "a"), List.of(s.seen));
+        assertTrue(!s.seenEventId("e1", 0, 100, 2));
+        assertTrue(s.seenEventId("e1", 50, 100, 2));  // within the TTL: a duplicate
+        assertTrue(!s.seenEventId("e1", 200, 100, 2));  // expired: applied again
+        assertTrue(!s.seenEventId("e2", 201, 100, 2));
+        assertTrue(!s.seenEventId("e3", 202, 100, 2));  // at most 2 ids: e1 goes
+        assertTrue(!s.seenEventId("e1", 203, 100, 2));
     }
 
     @Test
