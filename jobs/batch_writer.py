@@ -103,7 +103,9 @@ class BatchWriter(BroadcastProcessFunction):
             str(self.settings.path(self.settings.models.registry_dir)), j.model_check_interval_s, j.scorer_threads
         )
         self.catalog: set[str] | None = None  # None: not yet read from Redis (the catalog set)
-        self.restricted: tuple[int, int] | None = None  # (scorer id, catalog size) applied to the scorer
+        self.restricted: int | None = None  # id() of the scorer the catalog was applied to
+        self.fresh: set[str] = set()  # catalog ids that arrived since the scorer last heard of the catalog
+        # Texts of items that arrived in this process, until a text model has embedded them.
         self.item_texts: dict[str, str] = {}
         # user -> (waiting since, monotonic s; the user's newest record): the users to score.
         self.backlog: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -130,9 +132,14 @@ class BatchWriter(BroadcastProcessFunction):
 
     def process_broadcast_element(self, value: bytes, ctx: BroadcastProcessFunction.Context) -> None:
         catalog = self._load_catalog()
+        scorer = self.model.get()
+        keep_texts = scorer is None or scorer.embeds_text  # a model without a text tower never reads them
         for item in json.loads(value)["items"]:  # one batch of the catalog stage
-            self.item_texts[item["item_id"]] = item["text"]
-            catalog.add(item["item_id"])
+            if item["item_id"] not in catalog:
+                catalog.add(item["item_id"])
+                self.fresh.add(item["item_id"])
+            if keep_texts:
+                self.item_texts[item["item_id"]] = item["text"]
 
     def process_element(self, value: bytes, ctx: BroadcastProcessFunction.ReadOnlyContext) -> Iterator[bytes]:
         head, _, commands = bytes(value).partition(b"\n")
@@ -191,11 +198,18 @@ class BatchWriter(BroadcastProcessFunction):
             self.shown.popitem(last=False)
 
     def _scorer(self) -> Any:
+        """The serving scorer, told about the catalog: the whole of it for a new scorer, else what is new."""
         scorer = self.model.get()
-        if scorer is not None and self.catalog and self.restricted != (id(scorer), len(self.catalog)):
+        if scorer is None or not self.catalog:
+            return scorer
+        if self.restricted != id(scorer):  # a new model (or the first): every catalog item counts
             self._embed_new_items(scorer, self.catalog)
             scorer.restrict_to(self.catalog)
-            self.restricted = (id(scorer), len(self.catalog))
+            self.restricted = id(scorer)
+        elif self.fresh:  # only the items that arrived since: O(new), not O(catalog)
+            self._embed_new_items(scorer, self.fresh)
+            scorer.allow(self.fresh)
+        self.fresh = set()
         return scorer
 
     def score_backlog(self, everything: bool) -> list[bytes]:
@@ -258,14 +272,15 @@ class BatchWriter(BroadcastProcessFunction):
             self.recs_late.inc(late)
         return out
 
-    def _embed_new_items(self, scorer: Any, catalog: set[str]) -> None:
-        """Give catalog items the model has never seen a row from their text (a text model only).
+    def _embed_new_items(self, scorer: Any, items: set[str]) -> None:
+        """Give the items the model has never seen a row from their text (a text model only).
 
-        Texts come from the ``items`` records of this process, else (after a restart) from ``item:{id}``.
+        Texts come from the ``items`` records of this process, else (after a restart) from ``item:{id}``; once
+        embedded, they are let go.
         """
         if not scorer.embeds_text:
             return
-        unknown = sorted(i for i in catalog if not scorer.knows(i))
+        unknown = sorted(i for i in items if not scorer.knows(i))
         missing = [i for i in unknown if i not in self.item_texts]
         if missing:
             hashes = self.redis.execute([("hgetall", (key("item", i),), {}) for i in missing])
@@ -273,7 +288,7 @@ class BatchWriter(BroadcastProcessFunction):
                 record = decode_item(raw)
                 self.item_texts[item_id] = item_text(record) if record else ""
         t0 = time.perf_counter()
-        added = scorer.add_items({i: self.item_texts[i] for i in unknown})
+        added = scorer.add_items({i: self.item_texts.pop(i) for i in unknown})
         if added:
             log.info("model %s: %d new items embedded from their text in %.2fs", scorer.version, added,
                      time.perf_counter() - t0)

@@ -25,8 +25,9 @@ from streamrec.events import InvalidRecordError, dead_letter, item_text, parse_i
 
 # item id -> categories, broadcast to the interest stage (checkpointed with it).
 CATALOG = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
-# The writer's view: every catalog id as ONE value, because thread mode cannot iterate broadcast state
-# (its keys()/items() fail on the Java object); one get() restores the set after a restart.
+# The all-Python job's writer (jobs/writer.py): every catalog id as ONE value, because thread mode cannot iterate
+# broadcast state (its keys()/items() fail on the Java object); one get() restores the set after a restart. The
+# JVM job's writer only names it for its broadcast input and reads the catalog back from Redis instead.
 CATALOG_IDS = MapStateDescriptor("catalog-ids", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 CATALOG_IDS_KEY = "ids"
 

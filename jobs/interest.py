@@ -56,8 +56,11 @@ def _ops() -> Any:  # noqa: ANN401 - the py4j package of our JVM operators
     return get_gateway().jvm.io.streamrec.jobs
 
 
-def job_params(settings: Settings, bounded: bool) -> Any:  # noqa: ANN401 - a py4j JobParams
-    """The JVM operators' parameters from the config (the JVM side has no defaults of its own)."""
+def job_params(settings: Settings, bounded: bool, tick_for_ms: int = TICK_FOR_MS) -> Any:  # noqa: ANN401
+    """The JVM operators' parameters (a py4j JobParams) from the config: the JVM side has no defaults of its own.
+
+    ``tick_for_ms``: how long empty batches keep coming after the last record (0 for the catalog's batches).
+    """
     j = settings.job
     params = {
         "recentItems": j.recent_items,
@@ -69,7 +72,7 @@ def job_params(settings: Settings, bounded: bool) -> Any:  # noqa: ANN401 - a py
         "dedupMaxIds": j.dedup_max_ids,
         "topInterests": TOP_INTERESTS,
         "batchDelayMs": BATCH_DELAY_MS,
-        "tickForMs": TICK_FOR_MS,
+        "tickForMs": tick_for_ms,
         "flushAtEndOfInput": bounded,
         "forgetType": FORGET,
         "defaultScenario": DEFAULT_SCENARIO,
@@ -115,7 +118,7 @@ def build_interest_job(
     item_batches = (
         valid_items.map(ops.Decode.asRecord(), ops.Decode.userRecordType())
         .keyBy(ops.Decode.byShard())
-        .process(ops.Batcher(params), ops.Decode.bytesType())
+        .process(ops.Batcher(job_params(settings, bounded, tick_for_ms=0)), ops.Decode.bytesType())
         .name("batch items")
         .uid("item-batcher")
     )

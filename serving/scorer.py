@@ -245,6 +245,17 @@ class Scorer:
         order = np.lexsort((rows, -scores), axis=1)[:, :want]  # by score, then row
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
+    def allow(self, item_ids: Iterable[str]) -> int:
+        """Make these known items recommendable too (catalog additions, without rebuilding the mask).
+
+        Returns:
+            How many of them the model knows.
+        """
+        rows = [self._row[i] for i in item_ids if i in self._row]
+        self._blocked[rows] = False
+        self._bias[rows] = np.float32(0)
+        return len(rows)
+
     def _blocked_bias(self) -> np.ndarray:
         """The scoring graph's ``bias``: float32 (N + 1,), -inf on blocked rows, else 0."""
         return np.where(self._blocked, np.float32(-np.inf), np.float32(0)).astype(np.float32)

@@ -91,6 +91,42 @@ def test_restrict_to_the_live_catalog(trained: tuple[SASRec, Path]) -> None:
     assert len(s.score([["i1"]], k=50)[0]) == 39
 
 
+def _with_cold_rows(s: Scorer, rows: np.ndarray, fold: bool) -> list[str]:
+    """Add rows the way Scorer.add_items does (new ids, unblocked), kept beside the session or folded in."""
+    ids = [f"new{n}" for n in range(len(rows))]
+    for item_id in ids:
+        s._ids.append(item_id)
+        s._row[item_id] = len(s._ids)
+    s._blocked = np.concatenate([s._blocked, np.zeros(len(ids), dtype=bool)])
+    s._bias = s._blocked_bias()
+    if fold:
+        s._emb = np.concatenate([s._emb, rows.astype(np.float32)])
+        s._build_scoring()
+    else:
+        s._cold_t = np.concatenate([s._cold_t, rows.T.astype(np.float32)], axis=1)
+    return ids
+
+
+def test_rows_added_beside_the_session_score_as_folded_ones(trained: tuple[SASRec, Path]) -> None:
+    rng = np.random.default_rng(1)
+    beside, folded = Scorer(trained[1], prefer_gpu=False), Scorer(trained[1], prefer_gpu=False)
+    rows = rng.normal(size=(7, beside._emb.shape[1])) * beside._emb[1:].std()
+    new = _with_cold_rows(beside, rows, fold=False)
+    _with_cold_rows(folded, rows, fold=True)
+    assert beside._cold_t.shape[1] == 7 and folded._cold_t.shape[1] == 0
+    histories = [[ITEMS[n], ITEMS[(n + 3) % 40]] for n in range(12)]
+    got, want = beside.score(histories, k=15), folded.score(histories, k=15)
+    assert [[i for i, _ in r] for r in got] == [[i for i, _ in r] for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert [x for _, x in g] == pytest.approx([x for _, x in w], abs=1e-4)
+    assert any(i in new for r in got for i, _ in r)  # the new rows do compete
+    # Restricted to a catalog, new items enter it one by one (allow), as the writer adds catalog items.
+    beside.restrict_to(["i1", "i2"])
+    assert {i for i, _ in beside.score([["i5"]], k=10)[0]} == {"i1", "i2"}
+    assert beside.allow([new[0], "unknown"]) == 1
+    assert {i for i, _ in beside.score([["i5"]], k=10)[0]} == {"i1", "i2", new[0]}
+
+
 def test_serving_does_not_load_torch() -> None:
     import subprocess
     import sys
