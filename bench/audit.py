@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import defaultdict
@@ -57,15 +56,10 @@ class AuditLog:
 
     @staticmethod
     def rows(value: bytes) -> list[dict]:
-        """A record of the audit topic as rows per user.
-
-        The JVM job writes one record per Redis round trip (:func:`jobs.batch_writer.audit_rows`), the all-Python
-        job one per user.
-        """
+        """A record of the audit topic (one per Redis round trip of the writer) as rows per user."""
         from jobs.batch_writer import audit_rows
 
-        rec = json.loads(value)
-        return audit_rows(value) if "written_at" in rec and "user_id" not in rec else [rec]
+        return audit_rows(value)
 
     def applied(self, sent: dict[str, int]) -> int:
         """How many of these users' events (user -> events sent) Redis has seen so far."""

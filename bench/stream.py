@@ -73,13 +73,10 @@ def quiet(*_: object) -> None:
     """A ``say`` that says nothing."""
 
 
-def variant_settings(
-    s: Settings, name: str, mode: str, scoring: bool, run_dir: Path, design: str = "jvm", **kafka: str
-) -> Settings:
-    """The job's settings for one run: design, execution mode, own consumer group, registry with or without a model."""
+def variant_settings(s: Settings, name: str, mode: str, scoring: bool, run_dir: Path, **kafka: str) -> Settings:
+    """The job's settings for one run: execution mode, its own consumer group, a registry with or without a model."""
     return s.model_copy(
         update={
-            "job": s.job.model_copy(update={"design": design}),
             "flink": s.flink.model_copy(update={"python_execution_mode": mode}),
             "kafka": s.kafka.model_copy(update={"consumer_group": f"bench-{name}", **kafka}),
             "models": s.models.model_copy(update={"registry_dir": str(run_dir / ("models" if scoring else "none"))}),
@@ -262,8 +259,7 @@ def profile_jvm(jvm: int, out: Path, seconds: float, rate: int = 100) -> dict[st
 
 
 def run_variant(
-    s: Settings, name: str, mode: str, scoring: bool, want: Counter[str], run_dir: Path, catalog: list[str],
-    design: str = "jvm",
+    s: Settings, name: str, mode: str, scoring: bool, want: Counter[str], run_dir: Path, catalog: list[str]
 ) -> dict[str, Any]:
     """One job run over the whole topic; returns its events/s and the job's CPU per event.
 
@@ -273,7 +269,7 @@ def run_variant(
     (at most 30 s) for every user's ``rec:{id}``: the scorer may lag the state path by a bounded staleness.
     """
     item_keys = [key("item", i) for i in catalog]
-    v = variant_settings(s, name, mode, scoring, run_dir, design)
+    v = variant_settings(s, name, mode, scoring, run_dir)
     r = connect(v.redis.url)
     r.flushdb()
     config = dump_config(v, run_dir / f"{name}.yaml")
@@ -307,7 +303,7 @@ def run_variant(
             if recs == len(want) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        return {"variant": name, "design": design, "mode": mode, "scoring": scoring, "events": total - first_done,
+        return {"variant": name, "mode": mode, "scoring": scoring, "events": total - first_done,
                 "seconds": round(seconds, 2), "events_per_s": round(events / seconds),
                 "job_cpu_pct": round(cpu_s / seconds * 100, 1), "job_cpu_us_per_event": round(cpu_s * 1e6 / events, 1),
                 "users_with_recs": recs, "recs_complete_after_s": round(time.monotonic() - now, 2)}
@@ -597,8 +593,8 @@ def print_tables(result: dict[str, Any]) -> None:
             print(f"{r['variant']:28} {r['events']:>8} {r['seconds']:>8} {r['events_per_s']:>9} {r['job_cpu_pct']:>9} "
                   f"{r['job_cpu_us_per_event']:>9} {r['users_with_recs']:>14}")
         sat = result["saturation"]
-        print(f"saturation (jvm, thread): {sat['with_scoring']} events/s with scoring, {sat['without_scoring']} "
-              f"without; new / old design: {sat['new_over_old']}")
+        print(f"saturation (thread): {sat['with_scoring']} events/s with scoring, {sat['without_scoring']} "
+              f"without (without / with = {sat['scoring_overhead']})")
     if result["rates"]:
         head = (f"\n{'rate':>6} {'offered':>8} {'sent/s':>7} {'applied/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
                 f"{'max ms':>8} {'matched/sent':>15} {'lag@end':>8} {'max lag':>8} {'drain s':>8}")
@@ -636,8 +632,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; prints the tables (and the JSON with --json)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=100_000, help="events of the saturation runs")
-    p.add_argument("--designs", default="jvm,python",
-                   help="saturation: job designs side by side (jvm: jobs.interest; python: jobs.interest_python)")
     p.add_argument("--modes", default="thread", help="saturation: Python execution modes ('' to skip)")
     p.add_argument("--rates", default="500,1000,2000,5000,10000,20000,sat",
                    help="offered events/s of the fixed-rate phases; 'sat' = the thread-scoring saturation ('' to skip)")
@@ -665,7 +659,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rate_rows: list[dict[str, Any]] = []
     profile: dict[str, Any] | None = None
     modes = [m for m in args.modes.split(",") if m]
-    designs = [d for d in args.designs.split(",") if d]
     try:
         stack.up(s, say=quiet)
         data = load_dataset("ml-100k")
@@ -679,24 +672,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         artifact = train_and_export_events(events, run_dir / "artifacts", name="bench", config=TrainConfig(epochs=1))
         reg = Registry(run_dir / "models")
         reg.promote(reg.publish(artifact))
-        for design in designs:
-            for mode in modes:
-                for scoring in (False, True):
-                    name = f"{design}-{mode}-{'scoring' if scoring else 'state-only'}"
-                    items = [i["item_id"] for i in data.items]
-                    rows.append(run_variant(s, name, mode, scoring, want, run_dir, items, design))
-                    print(f"{name:28} {rows[-1]['events_per_s']:>8} events/s, job "
-                          f"{rows[-1]['job_cpu_us_per_event']} us/event", flush=True)
+        for mode in modes:
+            for scoring in (False, True):
+                name = f"{mode}-{'scoring' if scoring else 'state-only'}"
+                rows.append(run_variant(s, name, mode, scoring, want, run_dir, [i["item_id"] for i in data.items]))
+                print(f"{name:28} {rows[-1]['events_per_s']:>8} events/s, job "
+                      f"{rows[-1]['job_cpu_us_per_event']} us/event", flush=True)
         by = {r["variant"]: r["events_per_s"] for r in rows}
         rates: list[tuple[str, float]] = []
         for r in (x.strip() for x in args.rates.split(",") if x.strip()):
             if r == "sat":
-                if by.get("jvm-thread-scoring"):
-                    rates.append(("sat", float(by["jvm-thread-scoring"])))
+                if by.get("thread-scoring"):
+                    rates.append(("sat", float(by["thread-scoring"])))
             else:
                 rates.append((r, float(r)))
         if rates or args.profile:
-            profile_rate = 2.0 * (by.get("jvm-thread-scoring") or 2500) if args.profile else None
+            profile_rate = 2.0 * (by.get("thread-scoring") or 2500) if args.profile else None
             rate_rows, profiled = run_rates(s, run_dir, Workload(data.events), rates, args.duration, args.users,
                                             args.drain_timeout, profile_rate)
             if profiled is not None:
@@ -705,23 +696,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stack.down(s, say=quiet)
     by = {r["variant"]: r["events_per_s"] for r in rows}
-    with_s, without_s = by.get("jvm-thread-scoring"), by.get("jvm-thread-state-only")
-    old_with, old_without = by.get("python-thread-scoring"), by.get("python-thread-state-only")
-    cpu = {r["variant"]: r["job_cpu_us_per_event"] for r in rows}
-
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 2) if a and b else None
-
+    with_s, without_s = by.get("thread-scoring"), by.get("thread-state-only")
     result: dict[str, Any] = {
         "rates": rate_rows,
         "saturation": {"with_scoring": with_s, "without_scoring": without_s,
-                       "scoring_overhead": ratio(without_s, with_s),
-                       # The all-Python job of before, measured in the same run: the side-by-side ratios.
-                       "python_design": {"with_scoring": old_with, "without_scoring": old_without},
-                       "new_over_old": {"with_scoring": ratio(with_s, old_with),
-                                        "without_scoring": ratio(without_s, old_without),
-                                        "job_cpu_per_event_old_over_new": ratio(cpu.get("python-thread-scoring"),
-                                                                                cpu.get("jvm-thread-scoring"))}},
+                       "scoring_overhead": round(without_s / with_s, 2) if with_s and without_s else None},
         "events": args.events,
         "runs": rows,
         "fixed_rate_setup": {"duration_s": args.duration, "users_per_phase": args.users, "mode": "thread",

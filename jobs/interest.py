@@ -14,8 +14,7 @@ wires them with py4j. Run it (the embedded MiniCluster, with the settings of ``s
 
     .venv/bin/python -m jobs.interest [--config config.yaml]
 
-or through the CLI: ``streamrec job start [--cluster http://host:8081]``. ``job.design: python`` runs the earlier
-all-Python job (:mod:`jobs.interest_python`) instead, kept for the side-by-side benchmark only.
+or through the CLI: ``streamrec job start [--cluster http://host:8081]``.
 """
 
 from __future__ import annotations
@@ -25,24 +24,25 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pyflink.common import WatermarkStrategy
+from pyflink.common import Types, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream.state import MapStateDescriptor
 from pyflink.java_gateway import get_gateway
 from pyflink.util.java_utils import to_jarray
 
 from jobs.batch_writer import BatchWriter
-from jobs.catalog import CATALOG_IDS, CatalogWriter
+from jobs.catalog import CatalogWriter
 from jobs.kafka_io import KAFKA_BYTES
 from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT
-
-# Checkpoints taken before jobs/state.py existed name jobs.interest.UserState (the all-Python job's state).
-from jobs.state import UserState as UserState  # noqa: PLC0414
-from jobs.writer import TOP_INTERESTS
 from serving.store import INTEREST_DECIMALS, key
 from streamrec.config import Settings
 from streamrec.events import DEFAULT_SCENARIO, FORGET
 
 JOB_NAME = "streamrec-interest"
+# The strongest interests user:{id} shows.
+TOP_INTERESTS = 10
+# The writer's broadcast input (catalog batches): it keeps no broadcast state, Flink's API wants a descriptor.
+CATALOG_BATCHES = MapStateDescriptor("catalog-batches", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 # How long after its first user record a shard's batch leaves (the users' flush timers fire together).
 BATCH_DELAY_MS = 20
 # Empty batches keep coming (one per shard and flush) this long after the last user record, so that the writer
@@ -142,7 +142,7 @@ def build_interest_job(
     )
     audit = (
         DataStream(batches)
-        .connect(catalog.broadcast(CATALOG_IDS))
+        .connect(catalog.broadcast(CATALOG_BATCHES))
         .process(BatchWriter(settings), output_type=KAFKA_BYTES)
         .name("score + write Redis")
         .uid("writer")
@@ -192,11 +192,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="YAML config (default: $STREAMREC_CONFIG, then built-in defaults)")
     args = parser.parse_args(argv)
     settings = load_config(args.config)
-    if settings.job.design == "python":
-        from jobs.interest_python import main as python_main
-
-        python_main(argv)
-        return
     env = make_env(settings)
     # Stable uids: a restart from a checkpoint (or an upgrade from a savepoint) maps state by them.
     job = build_interest_job(env, kafka_records(env, settings), settings, kafka_records(env, settings, items=True))

@@ -1,8 +1,9 @@
-"""A user's interest state in the stream, and how one event changes it: plain Python, no PyFlink.
+"""A user's interest state, and how one event changes it: the reference semantics, plain Python.
 
-The interest job (:mod:`jobs.interest`) keeps one :class:`UserState` per user (one pickled value) and applies
-each event with :func:`apply_event`; the writer (:mod:`jobs.writer`) reads the states it receives, and
-:func:`forgotten` is the tombstone of a ``forget`` record between the two.
+The job keeps this state on the JVM (``jobs/jvm`` ``UserState``, applied by ``UserInterest.apply``);
+``tests/unit/test_event_rules_agree.py`` checks the two against each other on random event sequences, so a
+change here must be made there too. :data:`TYPE_WEIGHT` and :data:`RATING_MIDPOINT` are handed to the JVM by
+:func:`jobs.interest.job_params`: they have one home, here. ``bench/scale.py`` measures this state's size.
 """
 
 from __future__ import annotations
@@ -66,16 +67,6 @@ class UserState:
     def top_interests(self, n: int) -> dict[str, float]:
         """The n strongest facets (by magnitude: a negative weight is a dislike), strongest first."""
         return dict(sorted(self.interests.items(), key=lambda kv: -abs(kv[1]))[:n])
-
-
-def forgotten(user_id: str) -> UserState:
-    """The tombstone the job emits for a ``forget`` record: ``events == 0``, which no applied event leaves."""
-    return UserState(user_id)
-
-
-def is_forgotten(state: UserState) -> bool:
-    """Whether ``state`` is the tombstone of a forgotten user (see :func:`forgotten`)."""
-    return state.events == 0
 
 
 def event_weight(ev: Event) -> float:

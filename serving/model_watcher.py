@@ -1,7 +1,7 @@
 """The model in service, watched in the registry: a promotion hot-swaps it without pausing the scoring.
 
-The stream's writer (:mod:`jobs.writer`) asks :class:`ServingModel` for the current :class:`~serving.scorer.Scorer`
-before every batch; it reads which version is promoted from the model registry
+The stream's writer (:mod:`jobs.batch_writer`) asks :class:`ServingModel` for the current
+:class:`~serving.scorer.Scorer` before every batch; it reads which version is promoted from the model registry
 (:mod:`model_export.artifact.registry`).
 """
 

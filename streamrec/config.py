@@ -103,9 +103,6 @@ class JobConfig(_Section):
     # Per user at most dedup_max_ids ids are kept (the oldest go first): the dedup state stays bounded.
     dedup_ttl_ms: int = Field(24 * 3600 * 1000, ge=0)
     dedup_max_ids: int = Field(1000, ge=1)
-    # jvm: the per-event work on the JVM, Python once per batch (jobs.interest). python: the earlier job with
-    # every stage in Python (jobs.interest_python), kept only to measure the two side by side.
-    design: Literal["jvm", "python"] = "jvm"
     # Redis writes from the stream (writer, catalog) retry with exponential backoff from the initial delay,
     # doubling up to the max delay, for at most redis_retry_timeout_s; then the task fails and Flink restarts
     # the job from its last checkpoint (the writes are overwrites derived from state: a replay converges).

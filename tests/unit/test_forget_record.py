@@ -6,11 +6,9 @@ import json
 
 import pytest
 
-from jobs.state import UserState, apply_event, forgotten, is_forgotten
 from model_export.data.datasets import build_sequences, build_timelines, drop_forgotten
 from model_export.data.event_log import MemoryEventLog
-from streamrec.config import JobConfig
-from streamrec.events import FORGET, Event, InvalidRecordError, parse_event, validate_event
+from streamrec.events import FORGET, InvalidRecordError, parse_event, validate_event
 
 NOW = 1_800_000_000_000
 
@@ -51,13 +49,6 @@ def test_invalid_forget_records_are_refused_with_the_field(obj: dict, fragment: 
     with pytest.raises(InvalidRecordError) as info:
         validate_event(obj, NOW)
     assert fragment in info.value.reason
-
-
-def test_the_tombstone_is_a_state_no_applied_event_can_be() -> None:
-    assert is_forgotten(forgotten("u1")) and forgotten("u1").user_id == "u1"
-    state = UserState("u1")
-    apply_event(state, Event("u1", "i1", "skip", 1), JobConfig())
-    assert not is_forgotten(state)  # even a skip counts as an applied event
 
 
 def test_drop_forgotten_removes_everything_up_to_the_latest_forget_record_of_the_user() -> None:

@@ -1,11 +1,10 @@
-"""The per-user interest state of the interest job (:func:`jobs.interest.apply_event`), without Flink."""
+"""The reference semantics of the per-user interest state (:func:`jobs.state.apply_event`), without Flink."""
 
 from __future__ import annotations
 
 import pytest
 
 from jobs.state import MS_PER_HOUR, RATING_MIDPOINT, TYPE_WEIGHT, UserState, apply_event, event_weight
-from jobs.writer import shard_of
 from streamrec.config import JobConfig
 from streamrec.events import Event
 
@@ -167,16 +166,6 @@ def test_event_at_epoch_zero_still_decays() -> None:
     assert s.interests["scenario:default"] == pytest.approx(0.5)
 
 
-def test_shard_of_is_stable_and_in_range() -> None:
-    users = [f"user-{n}" for n in range(200)] + ["", "ü", "a" * 300]
-    for shards in (1, 2, 4, 7):
-        first = [shard_of(u, shards) for u in users]
-        assert first == [shard_of(u, shards) for u in users]
-        assert all(0 <= s < shards for s in first)
-    assert len({shard_of(u, 4) for u in users}) == 4  # spreads users over every shard
-    assert shard_of("user-1", 7) == 2116437524 % 7  # crc32("user-1"): the same in every process
-
-
 def test_last_action_is_the_event_just_applied_with_its_scenario() -> None:
     state = run(ev("a", T0, scenario="app"), ev("b", T0 + 1))
     assert state.last_action == ("b", "default")
@@ -202,12 +191,3 @@ def test_state_survives_pickle_and_an_older_pickle_gets_new_fields_defaults() ->
     assert restored.recent_scenarios() == ["default", "default"] and restored.recent_items() == ["a", "b"]
 
 
-def test_a_state_pickled_under_its_old_module_path_still_restores() -> None:
-    """Checkpoints taken before jobs/state.py existed name jobs.interest.UserState; they must still load."""
-    import pickle
-
-    state = run(ev("a", T0, scenario="app"), ev("b", T0 + 1))
-    data = pickle.dumps(state, protocol=2)  # protocol 2 names the class as text: "c<module>\n<name>\n"
-    assert b"cjobs.state\nUserState\n" in data
-    old = data.replace(b"cjobs.state\nUserState\n", b"cjobs.interest\nUserState\n")
-    assert pickle.loads(old) == state
