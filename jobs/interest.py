@@ -91,7 +91,7 @@ class InterestJob:
 
     dead_letters: DataStream  # envelope bytes of both inputs' dead letters (tests collect these)
     dead_letter_records: Any  # the same as JVM DeadLetters, for the Kafka sink that keeps key, headers and context
-    writes: DataStream  # one audit record (JSON bytes) per user written
+    writes: DataStream  # the audit records (JSON bytes): one per Redis round trip of the writer (audit_rows)
 
 
 def build_interest_job(
