@@ -1,7 +1,6 @@
 package io.streamrec.jobs;
 
 import java.io.ByteArrayOutputStream;
-import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 
 import org.apache.flink.api.common.functions.OpenContext;
@@ -66,7 +65,7 @@ public class Batcher extends KeyedProcessFunction<Integer, Tuple2<Integer, byte[
     }
 
     @Override
-    public void onTimer(long timestamp, OnTimerContext ctx, Collector<byte[]> out) throws IOException, Exception {
+    public void onTimer(long timestamp, OnTimerContext ctx, Collector<byte[]> out) throws Exception {
         boolean last = timestamp == UserInterest.END_OF_INPUT;
         Long armed = armedAt.value();
         if (!last && (armed == null || armed != timestamp)) {

@@ -58,7 +58,8 @@ public final class ContractCli {
                 out.println(mapper.writeValueAsString(verdict));
             }
         } else if ("apply".equals(args[0])) {
-            UserInterest job = new UserInterest(JobParams.fromJson(args[1]));
+            JobParams p = JobParams.fromJson(args[1]);
+            UserInterest job = new UserInterest(p);
             UserState s = null;
             for (String line; (line = in.readLine()) != null; ) {
                 JsonNode e = mapper.readTree(line);
@@ -77,10 +78,9 @@ public final class ContractCli {
                 job.apply(s, ev, facets.toArray(new String[0]));
             }
             if (s != null) {
-                JobParams p = JobParams.fromJson(args[1]);
                 ObjectNode state = mapper.createObjectNode().put("n", s.events).put("t", s.lastTs);
                 state.set("r", mapper.readTree(UserInterest.recentJson(s)));
-                state.set("s", mapper.readTree(UserInterest.seenJson(s)));
+                state.set("s", mapper.readTree(UserInterest.strings(s.seen)));
                 ObjectNode interests = state.putObject("i");
                 s.interestEntries().forEach(e -> interests.put(e.getKey(), e.getValue()));
                 out.println(mapper.writeValueAsString(state));

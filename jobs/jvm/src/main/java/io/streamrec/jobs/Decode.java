@@ -1,7 +1,5 @@
 package io.streamrec.jobs;
 
-import java.nio.charset.StandardCharsets;
-
 import org.apache.flink.api.common.functions.OpenContext;
 import org.apache.flink.api.common.functions.RichMapFunction;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
@@ -152,10 +150,6 @@ public final class Decode {
         public byte[] map(DeadLetter d) {
             return d.envelope(maxReasonChars);
         }
-    }
-
-    static String text(byte[] raw) {
-        return new String(raw, StandardCharsets.UTF_8);
     }
 
     /** Events keyed by user. */

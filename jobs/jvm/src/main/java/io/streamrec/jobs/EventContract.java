@@ -139,7 +139,7 @@ public final class EventContract {
         if (node == null || node.isMissingNode()) {
             throw new InvalidRecord("not JSON: Expecting value");
         }
-        if (SURROGATE_ESCAPE.matcher(text).find() && hasLoneSurrogate(node)) {
+        if (text.contains("\\u") && SURROGATE_ESCAPE.matcher(text).find() && hasLoneSurrogate(node)) {
             throw new InvalidRecord("a string is not valid Unicode (lone surrogate escape)");
         }
         return node;
@@ -226,7 +226,7 @@ public final class EventContract {
                     return "contains control characters";
                 }
             }
-            blank &= whitespace.contains(cp);
+            blank = blank && whitespace.contains(cp);  // no lookup once a character is not blank
             i += Character.charCount(cp);
         }
         if (blank) {

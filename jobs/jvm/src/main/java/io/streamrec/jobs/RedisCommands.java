@@ -32,24 +32,10 @@ public final class RedisCommands {
         }
         if (s.events > 0) {
             command(out, "HSET", p.userKeyPrefix + s.userId, "events", Long.toString(s.events), "last_ts",
-                    Long.toString(s.lastTs), "recent", recentJson(s), "interests", interestsJson(top, p.interestDecimals));
+                    Long.toString(s.lastTs), "recent", UserInterest.strings(s.recentItems), "interests", interestsJson(top, p.interestDecimals));
             n++;
         }
         return n;
-    }
-
-    private static String recentJson(UserState s) {
-        ByteArrayOutputStream buf = new ByteArrayOutputStream(16 * s.recentItems.length + 2);
-        try (JsonGenerator g = JSON.createGenerator(buf)) {
-            g.writeStartArray();
-            for (String item : s.recentItems) {
-                g.writeString(item);
-            }
-            g.writeEndArray();
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
-        return buf.toString(StandardCharsets.UTF_8);
     }
 
     private static String interestsJson(List<Map.Entry<String, Double>> top, int decimals) {

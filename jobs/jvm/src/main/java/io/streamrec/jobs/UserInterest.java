@@ -189,7 +189,7 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
 
     /** The record and the Redis commands of one user's flush, in the layout the {@link Batcher} reads. */
     static byte[] flushRecord(UserState s, JobParams p) {
-        byte[] json = encode(s, p.topInterests);
+        byte[] json = encode(s);
         ByteArrayOutputStream out = new ByteArrayOutputStream(json.length + 256);
         out.writeBytes(java.nio.ByteBuffer.allocate(4).putInt(json.length).array());
         out.writeBytes(json);
@@ -203,14 +203,14 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
      * {@code "s"} (seen items) are JSON arrays inside a JSON string: the writer decodes them only for the users it
      * scores, and a string is read much faster than a list of strings (a heavy user's seen list is thousands).
      */
-    static byte[] encode(UserState s, int topInterests) {
+    static byte[] encode(UserState s) {
         ByteArrayOutputStream buf = new ByteArrayOutputStream(256 + 24 * (s.recentTs.length + s.seen.length));
         try (JsonGenerator g = JSON.createGenerator(buf)) {
             g.writeStartObject();
             g.writeStringField("u", s.userId);
             g.writeNumberField("n", s.events);
             g.writeStringField("r", recentJson(s));
-            g.writeStringField("s", seenJson(s));
+            g.writeStringField("s", strings(s.seen));
             g.writeArrayFieldStart("a");
             for (int i = 0; i < s.pendingItems.length; i++) {
                 g.writeStartArray();
@@ -247,12 +247,13 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
         return buf.toString(StandardCharsets.UTF_8);
     }
 
-    static String seenJson(UserState s) {
-        ByteArrayOutputStream buf = new ByteArrayOutputStream(12 * s.seen.length + 2);
+    /** A JSON array of strings, as text (the seen items here; the recent items of {@link RedisCommands}). */
+    static String strings(String[] values) {
+        ByteArrayOutputStream buf = new ByteArrayOutputStream(12 * values.length + 2);
         try (JsonGenerator g = JSON.createGenerator(buf)) {
             g.writeStartArray();
-            for (String item : s.seen) {
-                g.writeString(item);
+            for (String v : values) {
+                g.writeString(v);
             }
             g.writeEndArray();
         } catch (IOException e) {

@@ -77,7 +77,7 @@ class UserInterestTest {
         UserInterest job = new UserInterest(params());
         UserState s = new UserState("u1");
         job.apply(s, ev("i1", "click", 5), new String[] {"category:Drama", "category:Noir"});
-        JsonNode r = new ObjectMapper().readTree(UserInterest.encode(s, 2));
+        JsonNode r = new ObjectMapper().readTree(UserInterest.encode(s));
         assertEquals("u1", r.get("u").asText());
         assertEquals(1, r.get("n").asInt());
         assertEquals("[[5,\"i1\",\"default\"]]", r.get("r").asText());  // a JSON string holding the array
