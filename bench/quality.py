@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import publish
-from model_export.evaluation.harness import evaluate_models, prepare, settings, table
+from model_export.evaluation.harness import HarnessConfig, evaluate_models, prepare, settings, table
 from streamrec.cli import configure_logging
 from streamrec.run_options import add_run_options, run_options
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in [d for d in args.datasets.split(",") if d]:
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(stream):
-            data = prepare(name, cfg.core)
+            data = prepare(name, cfg.core, cfg.ties)
         users = len({e["user_id"] for e in data.events})
         load_s = time.perf_counter() - t0
         print(f"[{name}] loaded: {len(data.events)} events, {users} users, {len(data.index)} items "
@@ -130,27 +130,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result = evaluate_models(data, protocol, models, cfg)
             runs.append({
                 "dataset": name, "protocol": protocol, "events": len(data.events), "users": users,
-                "items": len(data.index), "load_seconds": round(load_s, 1),
-                "seconds": round(time.perf_counter() - t0, 1),
+                "load_seconds": round(load_s, 1), "seconds": round(time.perf_counter() - t0, 1),
+                **{key: v for key, v in result.items() if key != "models"},
             })
             rows += [{"dataset": name, "protocol": protocol, "model": m, **v} for m, v in result["models"].items()]
-    published = [dict(r) for r in PUBLISHED] if "ml-1m" in args.datasets.split(",") else []
-    result_doc: dict[str, Any] = {
+            # Written after every protocol: a long run cut short still leaves what it measured.
+            partial = {**_document(started, t_start, cfg, args, models, runs, rows), "complete": False}
+            publish("quality", partial, as_json=False, out=args.out)
+    result_doc = {**_document(started, t_start, cfg, args, models, runs, rows), "complete": True}
+    lines = table(rows + result_doc["published"], cfg.k)
+    print("\n".join(lines), file=stream)
+    publish("quality", result_doc, as_json=args.json, out=args.out)
+    return result_doc
+
+
+def _document(
+    started: datetime, t_start: float, cfg: HarnessConfig, args: argparse.Namespace, models: list[str],
+    runs: list[dict[str, Any]], rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    return {
         "benchmark": "quality",
         "started_at": started.isoformat(),
         "seconds": round(time.perf_counter() - t_start, 1),
         "config": {**settings(cfg), "datasets": args.datasets.split(","), "protocols": args.protocols.split(","),
                    "models": models},
-        "seeds": {"cold_items": cfg.seed, "training": cfg.seed},
+        "seeds": {"cold_items": seeds, "training": seeds},
         "machine": machine(args.device),
         "runs": runs,
         "rows": rows,
-        "published": published,
+        "published": [dict(r) for r in PUBLISHED] if "ml-1m" in args.datasets.split(",") else [],
     }
-    lines = table(rows + published, cfg.k)
-    print("\n".join(lines), file=stream)
-    publish("quality", result_doc, as_json=args.json, out=args.out)
-    return result_doc
 
 
 if __name__ == "__main__":

@@ -78,9 +78,11 @@ def train_and_export_events(
 ) -> Path:
     """Train, evaluate (``time`` and ``loo``), export and parity-check a model from event records.
 
-    The ``time`` protocol trains a model on the events before its cutoff only to measure it; the
-    exported model is the ``loo`` one, trained on everything but each user's last item, so the
-    metrics in its contract describe exactly the exported weights.
+    The ``time`` and ``loo`` protocols each train a model only to measure it (the contract's ``metrics``:
+    held-out figures of the same configuration and seed). The exported model is then trained on every
+    event, each user's latest included: in a stream the latest event says most about what comes next,
+    and a served model that never learnt it would start a step behind. Its contract's ``train_data``
+    describes those events, and ``hyper_parameters.metrics_from`` says where the metrics come from.
 
     Args:
         events: ``events`` topic records in any order (e.g. the retained Kafka log).
@@ -106,15 +108,24 @@ def train_and_export_events(
         if protocol == "loo":
             exported, loo = trained, split
     assert exported is not None and loo is not None and set(metrics) == set(PROTOCOLS)
+    everything = replace(loo, train=loo.sequences, min_ts=min(min(t) for t in loo.times.values() if t),
+                         max_ts=max(max(t) for t in loo.times.values() if t))
+    # The same number of epochs as the measured loo model ran (fewer than cfg.epochs if max_seconds cut it).
+    served_cfg = replace(cfg, epochs=exported.epochs_run)
+    log.info(f"[{name}] serving model: training on all {sum(map(len, everything.train.values()))} events")
+    served = train_split(everything, served_cfg, seed, catalog=catalog)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     version = f"{name}-{stamp}"
-    train_data = describe_training_data(loo, name)
+    train_data = describe_training_data(everything, name)
     hyper = {
         "seed": seed,
-        **asdict(cfg),
-        "epochs_run": exported.epochs_run,
-        "final_loss": exported.final_loss,
+        **asdict(served_cfg),
+        "epochs_run": served.epochs_run,
+        "final_loss": served.final_loss,
+        "metrics_from": "the loo and time evaluation runs of this configuration and seed; the served weights "
+        "trained on every event",
     }
+    exported = served
     return export_artifact(
         exported.model,
         exported.items,

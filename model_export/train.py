@@ -10,6 +10,7 @@ Environment: ``STREAMREC_TRAIN_THREADS`` caps torch's CPU threads (default: all 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -77,6 +78,9 @@ class TrainConfig:
     # ... and at most this share of the calibration items' next-item events, so that their id rows still
     # learn about as well as the others' (the reference the text-only rows are calibrated against).
     calibration_holdout: float = 0.25
+    # With a validation score (``train(select=...)``): measure it every this many epochs and after the last,
+    # and keep the weights of the best measurement (the epoch count is then chosen on validation).
+    validate_every: int = 5
 
 
 @dataclass
@@ -91,6 +95,9 @@ class TrainedModel:
     epochs_run: int
     final_loss: float
     scenarios: list[str] = field(default_factory=list)
+    # With ``train(select=...)``: the epoch whose weights were kept, and each measured (epoch, score).
+    selected_epoch: int | None = None
+    validation_curve: list[tuple[int, float]] = field(default_factory=list)
 
     def inputs(self, histories: Sequence[History]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Model inputs of a batch: item rows, time-gap buckets and scenario ids, int64 (B, max_len) each."""
@@ -188,12 +195,13 @@ def train_split(
     scenario_names: Sequence[str] | None = None,
     encode: Callable[[list[str]], np.ndarray] | None = None,
     on_epoch: Callable[[TrainedModel], None] | None = None,
+    select: Callable[[TrainedModel], float] | None = None,
 ) -> TrainedModel:
     """:func:`train` on a split's training data, with its event times and scenarios."""
     times, scenarios = _aligned_context(split)
     return train(
-        split.train, config, seed, init=init, items=items, catalog=catalog,
-        times=times, scenarios=scenarios, scenario_names=scenario_names, encode=encode, on_epoch=on_epoch,
+        split.train, config, seed, init=init, items=items, catalog=catalog, times=times, scenarios=scenarios,
+        scenario_names=scenario_names, encode=encode, on_epoch=on_epoch, select=select,
     )
 
 
@@ -210,6 +218,7 @@ def train(
     scenario_names: Sequence[str] | None = None,
     encode: Callable[[list[str]], np.ndarray] | None = None,
     on_epoch: Callable[[TrainedModel], None] | None = None,
+    select: Callable[[TrainedModel], float] | None = None,
 ) -> TrainedModel:
     """Train a :class:`~model_export.model.SASRec` on every user's full sequence.
 
@@ -235,6 +244,8 @@ def train(
         encode: Texts -> unit vectors (default :func:`model_export.text_embedding.encode_texts`).
         on_epoch: Called after each epoch with the model so far (``epochs_run`` is the epoch; the
             model is on the training device; training resumes in training mode afterwards).
+        select: A validation score of the model so far (higher is better; never read test data in it),
+            measured every ``config.validate_every`` epochs and after the last: the best weights are kept.
 
     Returns:
         The trained model (in eval mode) and its item index.
@@ -264,11 +275,14 @@ def train(
         if has_projection
         else calibration.HeldOut.none()
     )
-    fit = _fit(model, windows, cfg, rng, probe if has_projection else None, items, seed, names, on_epoch)
+    fit = _fit(model, windows, cfg, rng, probe if has_projection else None, items, seed, names, on_epoch, select)
     model.eval()
     model.to("cpu")
     calibration.calibrate(model, windows, held, cfg.cold_exposure, cfg.k)
-    return TrainedModel(model, items, cfg, seed, time.perf_counter() - fit.started, fit.epochs, fit.loss, names)
+    return TrainedModel(
+        model, items, cfg, seed, time.perf_counter() - fit.started, fit.epochs, fit.loss, names,
+        fit.selected_epoch, fit.curve,
+    )
 
 
 def _item_index(
@@ -354,6 +368,8 @@ class _Fit:
     started: float  # perf_counter at the first epoch
     epochs: int
     loss: float
+    selected_epoch: int | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 def _fit(
@@ -366,10 +382,12 @@ def _fit(
     seed: int,
     names: list[str],
     on_epoch: Callable[[TrainedModel], None] | None,
+    select: Callable[[TrainedModel], float] | None = None,
 ) -> _Fit:
     """The epochs of Adam on the windows (cosine decay when ``cfg.lr_decay``), with a progress bar.
 
     ``text_fixed``: bool (N + 1,) rows whose projected text passes no gradient (the calibration items).
+    ``select``: see :func:`train`; the best measured weights are loaded back at the end.
     """
     device = torch.device(cfg.device)
     model.to(device)
@@ -380,6 +398,8 @@ def _fit(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cfg.lr_decay else None
     t0 = time.perf_counter()
     loss_value, epoch = float("nan"), 0
+    curve: list[tuple[int, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     model.train()
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=None, leave=False)
     for epoch in bar:
@@ -402,11 +422,22 @@ def _fit(
         if on_epoch is not None:
             on_epoch(TrainedModel(model, items, cfg, seed, elapsed, epoch, loss_value, names))
             model.train()
-        if cfg.max_seconds is not None and elapsed > cfg.max_seconds:
+        out_of_time = cfg.max_seconds is not None and elapsed > cfg.max_seconds
+        if select is not None and (epoch % max(cfg.validate_every, 1) == 0 or epoch == cfg.epochs or out_of_time):
+            score = float(select(TrainedModel(model, items, cfg, seed, elapsed, epoch, loss_value, names)))
+            model.train()
+            curve.append((epoch, score))
+            log.info("epoch %3d/%d  validation %.4f", epoch, cfg.epochs, score)
+            if score == score and (best is None or score > best[0]):  # a NaN score is never the best
+                best = (score, epoch, copy.deepcopy(model.state_dict()))
+        if out_of_time:
             log.info("stopping after %d epochs: max_seconds=%s reached", epoch, cfg.max_seconds)
             break
     bar.close()
-    return _Fit(t0, epoch, loss_value)
+    if best is None:
+        return _Fit(t0, epoch, loss_value, None, curve)
+    model.load_state_dict(best[2])
+    return _Fit(t0, epoch, loss_value, best[1], curve)
 
 
 def _text_features(

@@ -8,6 +8,7 @@
     streamrec job start [--cluster URL] [--from-savepoint PATH] | rebuild | stop [--savepoint [DIR]] | status [--json]
     streamrec serve [--port N] | demo
     streamrec users forget USER_ID [--json]
+    streamrec import --events FILE [--items FILE] [--user-col C ...] [--dry-run] [--rejects FILE] [--json]
     streamrec dlq list [--since 1h] [--reason TEXT] [--limit N] [--json] | replay [...] [--set F=JSON] [--dry-run]
 
 Every command reads the one configuration (``--config``, ``$STREAMREC_CONFIG``, ``STREAMREC_*`` variables).
@@ -271,13 +272,31 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    data: Any = args.dataset  # a shipped data set's name, or (--from-kafka) the event log read back as a Dataset
+    if args.from_kafka:
+        from kafka.errors import KafkaError
+
+        from model_export.data.event_log import read_dataset
+
+        k = settings.kafka
+        try:
+            data = read_dataset(k.bootstrap, k.events_topic, k.items_topic, **kafka_client_options(k))
+        except KafkaError as exc:
+            print(f"error: cannot read the event log from Kafka at {k.bootstrap}: {exc}", file=sys.stderr)
+            return 1
+        if not data.events:
+            print(f"error: no events to evaluate on {k.events_topic}", file=sys.stderr)
+            return 1
+        print(f"read {len(data.events)} events and {len(data.items)} items back from {k.events_topic}/"
+              f"{k.items_topic}", file=sys.stderr if args.json else sys.stdout)
     # With --json, stdout carries the JSON alone: loading, training and evaluation progress go to stderr.
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
-        out = evaluate_models(prepare(args.dataset, cfg.core), args.protocol, models, cfg)
+        out = evaluate_models(prepare(data, cfg.core, cfg.ties), args.protocol, models, cfg)
     if args.json:
         _print_json(out)
     else:
-        rows = [{"dataset": args.dataset, "protocol": args.protocol, "model": n, **m} for n, m in out["models"].items()]
+        rows = [{"dataset": out["dataset"], "protocol": args.protocol, "model": n, **m}
+                for n, m in out["models"].items()]
         print("\n".join(table(rows, cfg.k)))
     return 0
 
@@ -303,6 +322,12 @@ def _forget_sender(settings: Settings) -> Any:
         return dict(producers[0].forget(user_id).to_dict())
 
     return forget
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from streamrec.importer import run_import
+
+    return run_import(settings, args, _producer)
 
 
 def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
@@ -468,7 +493,7 @@ def _stack_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _event_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """What goes on the events topic: ``produce``, ``replay``, ``users forget``."""
+    """What goes on the events topic: ``produce``, ``replay``, ``users forget``, ``import``."""
     s = sub.add_parser("produce", help="send one event")
     s.add_argument("--user", required=True)
     s.add_argument("--item", required=True)
@@ -494,6 +519,17 @@ def _event_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     u.add_argument("user_id")
     u.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_users)
+
+    from streamrec.importer import add_import_options
+
+    s = sub.add_parser(
+        "import",
+        help="validate a file of your own events (and items) and send the good rows to the topics",
+        description="Exit status: 0 every row sent, 3 some rows rejected (each on stderr; the others sent), "
+        "2 unusable input (a missing file or column, an unknown format), 1 Kafka failed.",
+    )
+    add_import_options(s)
+    s.set_defaults(func=cmd_import)
 
 
 def _model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -546,7 +582,9 @@ def _model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Main run: the literature protocol after a k-core filter (--core). Cold run: the same cases, "
         "trained again with every event of a seeded 10%% of the items hidden (--cold-fraction, --no-cold).",
     )
-    s.add_argument("--dataset", required=True)
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a shipped data set: ml-100k, ml-1m")
+    src.add_argument("--from-kafka", action="store_true", help="the retained events and items topics, read back")
     s.add_argument("--protocol", choices=["loo", "time"], default="loo")
     add_run_options(s)
     s.add_argument("--json", action="store_true")

@@ -10,11 +10,24 @@ On a private stack (free ports, under ``<run_dir>/demo-loop``):
    fine-tunes, gates and promotes; the job hot-swaps each promoted version; after the replay, the trainer's
    run in flight finishes before the trainer stops;
 4. it prints, per segment of the replay, the model version in service and the online hit rate measured by
-   the stream (``metrics:online``), then the trainer's decisions, the hit rate per version, and the first
-   and the last model compared offline on the events after the last model's training data (neither model
-   saw them).
+   the stream (``metrics:online``), then the trainer's decisions and the hit rate per version; then it
+   trains one more model offline, from scratch, on exactly the last model's training events (no stream,
+   no trainer, no warm start; the trainer's bootstrap config) and compares three models on the events
+   after the last model's training data (none of them saw those):
 
-Sizes for tests: ``--limit`` / ``STREAMREC_DEMO_LIMIT`` (events), ``STREAMREC_DEMO_EPOCHS`` (bootstrap epochs).
+   - ``first``: the bootstrap model, trained on the first ``--bootstrap`` share;
+   - ``loop``: the last model, fine-tuned by the trainer from its parents while the stream ran;
+   - ``same-data``: the same training events as ``loop``, trained offline without the loop.
+
+   ``loop`` against ``first`` is more data and the loop together; ``loop`` against ``same-data`` is the gain
+   of the loop itself, whatever its sign (the loop's model has also had more epochs in all: its ancestors').
+
+Exit status: 0 if the loop's last model beats the first on the trainer's gate metric (``trainer.gate_metric``,
+NDCG@10) on those events; 1 if it does not, if no candidate was promoted, or if the bootstrap failed. The
+loop-against-same-data comparison is reported, never gated.
+
+Sizes for tests: ``--limit`` / ``STREAMREC_DEMO_LIMIT`` (events), ``STREAMREC_DEMO_EPOCHS`` (the trainer's
+from-scratch epochs: the bootstrap's and the same-data model's).
 """
 
 from __future__ import annotations
@@ -24,9 +37,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +65,7 @@ def _totals(online: dict[str, dict[str, dict[str, float]]]) -> dict[str, tuple[i
 
 
 def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the loop demo; returns the exit code (1 if the loop's model does not beat the first one)."""
+    """Run the loop demo; returns the exit code (1 if the loop's last model does not beat the first one)."""
     from infra import stack
     from jobs import launcher
     from model_export.data.datasets import load_dataset
@@ -101,7 +116,7 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
         _say("\n== 4/4 what the loop did")
         _print_decisions(registry)
         _print_online(read_online_metrics(r), before)
-        return _compare_offline(registry, first, events)
+        return _compare_offline(s, registry, first, data.items, events)
     finally:
         stop_pid(trainer_pid)
         launcher.stop(s, say=lambda *_: None)
@@ -213,35 +228,162 @@ def _print_online(online: dict[str, dict[str, dict[str, float]]], before: dict[s
             _say(f"  {version:>8} {acts:>8} {hits / acts:>8.4f}")
 
 
-def _compare_offline(registry: Any, first: str, events: Sequence[Mapping[str, Any]]) -> int:
-    """The first and the last model on the events after the last one's training data: 0 if the last wins."""
+def _compare_offline(
+    s: Settings,
+    registry: Any,
+    first: str,
+    items: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+) -> int:
+    """Three models on the events after the last one's training data; 0 if the loop's last model beats the first.
+
+    The rows: ``first`` (the bootstrap model), ``loop`` (the model in service at the end, fine-tuned from its
+    parents by the trainer while the stream ran) and ``same-data`` (trained here, from scratch, on exactly the
+    ``loop`` model's training events with the trainer's bootstrap config: no stream, no trainer, no warm
+    start). ``loop`` against ``first`` is more data and the loop together; ``loop`` against ``same-data`` is
+    the loop itself. Only the first is the exit rule (on the trainer's gate metric); the second is reported.
+    """
+    from model_export.artifact.contract import load_contract
     from model_export.data.splits import window_split
-    from model_export.evaluation.metrics import artifact_ranker, evaluate
+    from model_export.pipeline import describe_training_data
 
     final = registry.current()
     assert final is not None
     if final == first:
         _say(f"\nno candidate was promoted: {first} still serves")
         return 1
-    contract = json.loads((registry.path(final) / "contract.json").read_text())
-    cutoff = int(contract["train_data"]["max_ts"]) + 1
+    train_data = load_contract(registry.path(final)).train_data
+    cutoff = int(train_data["max_ts"]) + 1
+    # Its cases are the events neither model trained on; its training data is the last model's.
     split = window_split(events, cutoff)
+    ours = describe_training_data(split, str(train_data.get("source")))
+    differs = {k: (ours[k], train_data.get(k)) for k in ("min_ts", "max_ts", "events", "users")}
+    differs = {k: v for k, v in differs.items() if v[0] != v[1]}
+    _say(f"\ntraining the same-data model: {final}'s {ours['events']:,} training events, from scratch, no loop")
+    scores = _three_rows(s, registry, first, final, split, items, sum(int(e["ts"]) >= cutoff for e in events))
+    if differs:
+        _say(f"  (the same-data model's training data differs from {final}'s contract, ours vs its: {differs})")
+    _say(f"more data and the loop together ({final} vs {first}): {_delta(scores['loop'], scores['first'])}")
     _say(
-        f"\noffline, on the events after {final}'s training data (neither model trained on them; "
-        "full ranking over all items, seen items excluded):"
+        f"the loop itself ({final} vs the same-data model, the same training events): "
+        f"{_delta(scores['loop'], scores['same-data'])} (reported, not gated)"
     )
-    scores = {}
-    for version in (first, final):
-        rank, items = artifact_ranker(registry.path(version))
-        m = evaluate(rank, split, items, CUTOFF)
-        scores[version] = m
-        _say(f"  {version:>8}  {RECALL} {m[RECALL]:.4f}  {NDCG} {m[NDCG]:.4f}  mrr {m['mrr']:.4f}")
-    better = scores[final][NDCG] > scores[first][NDCG]
+    metric = s.trainer.gate_metric
+    better = scores["loop"][metric] > scores["first"][metric]
     _say(
         f"the loop's model {final} {'beats' if better else 'does NOT beat'} the first model {first} "
-        f"on the later part of the stream"
+        f"on the later part of the stream ({metric}, the trainer's gate metric)"
     )
     return 0 if better else 1
+
+
+def _three_rows(
+    s: Settings,
+    registry: Any,
+    first: str,
+    final: str,
+    split: Any,
+    items: Sequence[Mapping[str, Any]],
+    held: int,
+) -> dict[str, dict[str, float]]:
+    """Train the same-data model, print the rows ``first``, ``loop``, ``same-data``; their metrics by row name.
+
+    All three are measured alike: through their exported ONNX artifacts on ``split``'s cases.
+    """
+    from model_export.artifact.contract import load_contract
+    from model_export.evaluation.metrics import artifact_ranker, evaluate
+
+    chain = _lineage(registry, final)
+    boot, last = (load_contract(registry.path(v)).train_data for v in (first, final))
+    # Passes over data the loop's model went through, its ancestors' included: more than the same-data model's.
+    passes = [int(load_contract(registry.path(v)).hyper_parameters.get("epochs_run", 0)) for v in reversed(chain)]
+    tunes = len(chain) - 1
+    scores: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="offline-", dir=s.run_dir) as tmp:
+        same_data, epochs = _train_same_data(s, registry, first, split, items, Path(tmp) / "model")
+        rows = [
+            ("first", first, registry.path(first), f"{boot['events']:,} events: the bootstrap (trainer --once)"),
+            (
+                "loop",
+                final,
+                registry.path(final),
+                f"{last['events']:,} events: the loop's last model, fine-tuned {tunes} time{'s' * (tunes != 1)} "
+                f"({' <- '.join(chain)}) by the trainer while the stream ran; epochs {'+'.join(map(str, passes))}",
+            ),
+            (
+                "same-data",
+                "-",
+                same_data,
+                f"{sum(map(len, split.train.values())):,} events: the same as {final}'s, trained here from scratch "
+                f"without the loop (no stream, no trainer, no warm start; {first}'s training config, {epochs} epochs)",
+            ),
+        ]
+        _say(
+            f"\noffline, on the {held:,} events after {final}'s training data (none of the three trained on them; "
+            "full ranking over all items, seen items excluded):"
+        )
+        _say(f"  {'model':<9} {'version':>7} {RECALL:>9} {NDCG:>8} {'mrr':>7}  trained on")
+        for name, version, path, what in rows:
+            rank, index = artifact_ranker(path)
+            m = scores[name] = evaluate(rank, split, index, CUTOFF)
+            _say(f"  {name:<9} {version:>7} {m[RECALL]:>9.4f} {m[NDCG]:>8.4f} {m['mrr']:>7.4f}  {what}")
+    return scores
+
+
+def _delta(a: Mapping[str, float], b: Mapping[str, float]) -> str:
+    """``a - b`` in NDCG@10 and Recall@10, absolute and relative."""
+    parts = []
+    for name in (NDCG, RECALL):
+        d = a[name] - b[name]
+        rel = f" ({d / b[name]:+.0%})" if b[name] > 0 else ""
+        parts.append(f"{name} {d:+.4f}{rel}")
+    return ", ".join(parts)
+
+
+def _lineage(registry: Any, version: str) -> list[str]:
+    """``version`` and its parents, newest first (the versions it was fine-tuned from)."""
+    from model_export.artifact.contract import load_contract
+
+    chain = [version]
+    while (parent := load_contract(registry.path(chain[-1])).parent) is not None and parent not in chain:
+        chain.append(parent)
+    return chain
+
+
+def _train_same_data(
+    s: Settings, registry: Any, first: str, split: Any, items: Sequence[Mapping[str, Any]], out: Path
+) -> tuple[Path, int]:
+    """Train and export a model on ``split.train`` from scratch, as the trainer's bootstrap trained ``first``.
+
+    The config is the one ``first``'s contract records (the trainer's bootstrap: ``trainer.epochs``,
+    ``max_train_seconds``, ``cold_exposure``, its seed), the catalog the demo sent (as the trainer read it).
+
+    Returns:
+        The artifact exported to ``out`` and the epochs run.
+    """
+    from model_export.artifact.contract import load_contract
+    from model_export.artifact.export import export_artifact
+    from model_export.model import ModelConfig
+    from model_export.pipeline import describe_training_data
+    from model_export.train import TrainConfig, train_split
+    from streamrec.events import validate_item
+
+    hyper = load_contract(registry.path(first)).hyper_parameters
+    names = {f.name for f in fields(TrainConfig)} - {"model"}
+    config = TrainConfig(model=ModelConfig(**hyper["model"]), **{k: v for k, v in hyper.items() if k in names})
+    catalog = {it.item_id: it.to_dict() for it in (validate_item(dict(r)) for r in items)}
+    trained = train_split(split, config, int(hyper.get("seed", s.trainer.seed)), catalog=catalog)
+    export_artifact(
+        trained.model,
+        trained.items,
+        out,
+        version="offline-same-data",
+        metrics={},
+        train_data=describe_training_data(split, "offline"),
+        hyper_parameters={"seed": trained.seed, **asdict(trained.config), "epochs_run": trained.epochs_run},
+        scenarios=trained.scenarios,
+    )
+    return out, trained.epochs_run
 
 
 def _decisions(registry: Any) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from model_export.evaluation.harness import MODELS, HarnessConfig
+from model_export.evaluation.harness import MODELS, TIES, HarnessConfig, train_config
 
 
 def cold_exposure_option(text: str) -> float:
@@ -29,10 +29,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cold-fraction", type=float, default=0.1, help="share of the items hidden from the cold run")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold run (cold_recall@10 is null)")
     parser.add_argument("--device", default="cpu", help="torch device of the trainings (cuda where torch sees a GPU)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed")
+    parser.add_argument("--seeds", type=int, default=1, help="trainings per model: seed..seed+N-1 (headline: 3)")
+    parser.add_argument("--ties", choices=TIES, default="file",
+                        help="equal timestamps: file order, or quicksort (the HSTU repositories')")
+    parser.add_argument("--set", dest="train_overrides", action="append", default=[], metavar="KEY=JSON",
+                        help="a training setting of the neural models, e.g. lr=0.001 or model.dropout=0.3 (repeatable)")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="measure the validation split only (for choosing settings: no test case is read)")
     parser.add_argument("--max-len", type=int, help="recent items the neural models read (default: ModelConfig's)")
     parser.add_argument("--batch-size", type=int, help="training windows per batch (default: TrainConfig's)")
-    parser.add_argument("--curve-every", type=int, default=0, help="log test metrics every N epochs (0: never)")
+    parser.add_argument("--curve-every", type=int, default=0, help="log validation metrics every N epochs (0: never)")
     parser.add_argument(
         "--cold-exposure",
         type=cold_exposure_option,
@@ -51,6 +58,16 @@ def run_options(args: argparse.Namespace) -> tuple[list[str], HarnessConfig]:
     if unknown:
         msg = f"unknown model(s) {', '.join(unknown)}; use some of {','.join(MODELS)}"
         raise ValueError(msg)
+    overrides = []
+    for item in args.train_overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            msg = f"--set wants KEY=JSON, got {item!r}"
+            raise ValueError(msg)
+        overrides.append((key.strip(), raw.strip()))
+    if args.seeds < 1:
+        msg = f"--seeds must be 1 or more, got {args.seeds}"
+        raise ValueError(msg)
     cfg = HarnessConfig(
         core=args.core,
         cold_fraction=0.0 if args.no_cold else args.cold_fraction,
@@ -62,5 +79,14 @@ def run_options(args: argparse.Namespace) -> tuple[list[str], HarnessConfig]:
         batch_size=args.batch_size,
         curve_every=args.curve_every,
         cold_exposure=args.cold_exposure,
+        seeds=args.seeds,
+        ties=args.ties,
+        train_overrides=tuple(overrides),
+        test=not args.validation_only,
     )
+    try:
+        train_config(cfg)  # refuses an unknown or malformed --set now, not after an hour of training
+    except (ValueError, TypeError) as exc:
+        msg = f"--set: {exc}"
+        raise ValueError(msg) from exc
     return models, cfg

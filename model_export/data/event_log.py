@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from model_export.data.datasets import drop_forgotten
+from model_export.data.datasets import Dataset, drop_forgotten
 from streamrec.events import InvalidRecordError, parse_event
 
 
@@ -86,6 +86,20 @@ def read_items(
         if item["item_id"] not in latest or (ts, offset) >= latest[item["item_id"]][:2]:
             latest[item["item_id"]] = (ts, offset, item)
     return {item_id: rec for item_id, (_, _, rec) in latest.items()}
+
+
+def read_dataset(
+    bootstrap: str, events_topic: str, items_topic: str, timeout_s: float = 60.0, **client_config: Any
+) -> Dataset:
+    """The retained topics as a :class:`~model_export.data.datasets.Dataset` named ``events-log``.
+
+    The name is the one ``train --from-kafka`` gives the log. Its events are :func:`read_events`' (time order,
+    forgotten users dropped), its items the latest record of each item id (:func:`read_items`): what
+    ``streamrec eval --from-kafka`` evaluates on.
+    """
+    events = read_events(bootstrap, events_topic, timeout_s, **client_config)
+    items = read_items(bootstrap, items_topic, timeout_s, **client_config)
+    return Dataset(name="events-log", events=events, items=list(items.values()))
 
 
 def _event(raw: bytes) -> dict[str, Any] | None:

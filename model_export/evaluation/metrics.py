@@ -2,7 +2,8 @@
 
 Every case ranks ALL items of the training item index, the items already in the user's history excluded, one
 target per case (so Recall@k = HR@k). Ties in score rank by item row (as a stable sort would), so metrics are
-deterministic. A target the training data never saw cannot be ranked and counts as a miss.
+deterministic. A target the training data never saw cannot be ranked and counts as a miss, as does a target
+whose score is NaN or infinite.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ def rank_cases(
         raw = np.asarray(rank(hist))
         # (B, N + 1), a copy we may mask: float32, or float64 for rankers that need its exact integers.
         scores = np.array(raw, dtype=np.float64 if raw.dtype == np.float64 else np.float32)
+        known = tgt > 0
+        # A target whose score is not a finite number is a miss (a NaN would otherwise rank first); any other
+        # such score ranks last.
+        tgt[known] = np.where(np.isfinite(scores[np.nonzero(known)[0], tgt[known]]), tgt[known], -1)
+        scores[~np.isfinite(scores)] = -np.inf
         scores[:, 0] = -np.inf
         for b, h in enumerate(hist):
             scores[b, h.rows] = -np.inf  # seen items are never recommended
@@ -183,6 +189,29 @@ def evaluate_quality(
         :func:`quality_metrics` of the ranking.
     """
     return quality_metrics(rank_cases(rank, split, items, k, batch_size), split, cold)
+
+
+# Buckets of a case's history length (the user's earlier events): new and rare users apart from the rest.
+HISTORY_BUCKETS: tuple[tuple[str, int, int], ...] = (("1", 1, 1), ("2-5", 2, 5), ("6-20", 6, 20), (">20", 21, 1 << 62))
+
+
+def by_history(ranked: CaseRanks, split: Split) -> dict[str, dict[str, float | int]]:
+    """Recall@k and NDCG@k by the length of each case's history (:data:`HISTORY_BUCKETS`), with case counts."""
+    lengths = np.array([t for _, t in split.cases], dtype=np.int64)
+    out: dict[str, dict[str, float | int]] = {}
+    for name, lo, hi in HISTORY_BUCKETS:
+        mask = (lengths >= lo) & (lengths <= hi)
+        m = _ranking_metrics(ranked.ranks[mask], ranked.k)
+        out[name] = {"cases": int(mask.sum()), f"recall@{ranked.k}": m[f"recall@{ranked.k}"],
+                     f"ndcg@{ranked.k}": m[f"ndcg@{ranked.k}"]}
+    return out
+
+
+def case_gains(ranks: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-case Recall@k (hit) and NDCG@k of target ranks (-1: a miss), float64 (C,) each: for paired tests."""
+    hit = (ranks >= 0) & (ranks < k)
+    ndcg = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+    return {f"recall@{k}": hit.astype(np.float64), f"ndcg@{k}": ndcg}
 
 
 def quality_metrics(ranked: CaseRanks, split: Split, cold: Collection[str] = ()) -> dict[str, Any]:

@@ -145,7 +145,7 @@ def test_the_cold_run_trains_without_the_cold_items_on_the_full_index(monkeypatc
     seqs = {f"u{n}": [f"i{(3 * n + t) % 30:02d}" for t in range(10)] for n in range(30)}
     events = events_of(seqs)
     index = item_index({"": [e["item_id"] for e in events]})
-    data = EvalData("tiny", events, index, {}, 1)
+    data = EvalData("tiny", events, index, {}, 1, events)
     calls: list[tuple[dict, list]] = []
 
     def spy(train, items):
@@ -153,6 +153,8 @@ def test_the_cold_run_trains_without_the_cold_items_on_the_full_index(monkeypatc
         return popularity_ranker(train, items)
 
     monkeypatch.setattr(harness, "popularity_ranker", spy)
+    # Popularity cannot rank a new item, so the harness gives it no cold run; pretend it could.
+    monkeypatch.setattr(harness, "SCORES_NEW_ITEMS", frozenset({"popularity"}))
     cfg = HarnessConfig(core=1, cold_fraction=0.2, seed=4)
     out = evaluate_models(data, "loo", ["popularity", "recent-popularity"], cfg, log=lambda _: None)
     cold = pick_cold_items(index, 0.2, seed=4)
@@ -160,13 +162,15 @@ def test_the_cold_run_trains_without_the_cold_items_on_the_full_index(monkeypatc
     assert main_items == cold_items == index
     assert any(set(s) & cold for s in main_train.values())  # the main run is the literature protocol
     assert not any(set(s) & cold for s in cold_train.values())
+    # both train on everything before each user's validation target
+    assert main_train == {u: seq[:-2] for u, seq in seqs.items()}
     split = make_split(events, "loo")
-    for name in ("popularity", "recent-popularity"):
-        m = out["models"][name]
-        assert m["cold_cases"] == sum(split.sequences[u][t] in cold for u, t in split.cases) > 0
-        assert {"recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10", "cold_ratio"} <= set(m)
+    m = out["models"]["popularity"]["test"]
+    assert m["cold_cases"] == sum(split.sequences[u][t] in cold for u, t in split.cases) > 0
+    assert {"recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10", "cold_ratio"} <= set(m)
     # popularity trained without the cold items scores them 0: with 30 - 6 > 10 warm items they never reach a top-10
-    assert out["models"]["popularity"]["cold_recall@10"] == 0.0
+    assert m["cold_recall@10"] == 0.0
+    assert out["models"]["recent-popularity"]["test"]["cold_recall@10"] is None  # no cold run for it
 
 
 def test_eval_cli_json_shape_on_ml100k(capsys: pytest.CaptureFixture[str]) -> None:
@@ -175,24 +179,38 @@ def test_eval_cli_json_shape_on_ml100k(capsys: pytest.CaptureFixture[str]) -> No
     assert main(argv) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)  # stdout is the JSON alone; progress went to stderr
-    assert "popularity: main run" in captured.err
-    assert set(out) == {"dataset", "protocol", "models"}
+    assert "popularity seed 0: fit" in captured.err
+    assert {"dataset", "protocol", "models", "paired", "validation_cases", "test_cases"} <= set(out)
     assert (out["dataset"], out["protocol"]) == ("ml-100k", "loo") and list(out["models"]) == models
+    assert out["validation_cases"] == out["test_cases"] == 943
     for m in out["models"].values():
-        for key in ("recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10", "warm_recall@10_cold_run"):
-            assert 0.0 <= m[key] <= 1.0
-        assert m["cases"] == 943 and m["cold_cases"] > 0 and m["train_seconds"] >= 0
-    # 5-core ML-100k (1,349 items): 82 of 943 last items are in popularity's top 10
-    assert out["models"]["popularity"]["recall@10"] == pytest.approx(82 / 943)
-    assert out["models"]["itemknn"]["recall@10"] > out["models"]["popularity"]["recall@10"]
+        assert m["seeds"] == [0] and m["train_seconds"] >= 0
+        for split in ("validation", "test"):
+            for key in ("recall@10", "ndcg@10", "mrr", "coverage@10"):
+                assert 0.0 <= m[split][key] <= 1.0
+            assert m[split]["cases"] == 943
+            assert m[split]["recall@10_ci"] is None  # one seed: no interval over seeds
+        lo, hi = m["test"]["recall@10_ci_users"]
+        assert lo <= m["test"]["recall@10"] <= hi
+        assert sum(b["cases"] for b in m["test"]["by_history"].values()) == 943
+    # popularity counts each user's items up to the validation target: 81 of 943 last items in its top 10
+    assert out["models"]["popularity"]["test"]["recall@10"] == pytest.approx(81 / 943)
+    assert out["models"]["itemknn"]["test"]["recall@10"] > out["models"]["popularity"]["test"]["recall@10"]
 
 
-def test_eval_cli_without_the_cold_run(capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_cli_time_split_and_refusals(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--dataset", "ml-100k", "--protocol", "time", "--json", "--models", "popularity",
-                 "--no-cold", "--core", "1"]) == 0
-    m = json.loads(capsys.readouterr().out)["models"]["popularity"]
-    assert m["cold_recall@10"] is None and m["cold_cases"] == 0
+                 "--core", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    m = out["models"]["popularity"]["test"]
+    # every item without training events is new, and popularity never ranks one
+    assert out["new_items"] > 0 and m["cold_cases"] > 0 and m["cold_recall@10"] == 0.0
+    assert main(["eval", "--dataset", "ml-100k", "--protocol", "loo", "--json", "--models", "popularity",
+                 "--no-cold"]) == 0
+    assert json.loads(capsys.readouterr().out)["models"]["popularity"]["test"]["cold_recall@10"] is None
     assert main(["eval", "--dataset", "ml-100k", "--models", "nope"]) == 2
+    assert main(["eval", "--dataset", "ml-100k", "--models", "popularity", "--set", "nope=1"]) == 2
+    assert main(["eval", "--dataset", "ml-100k", "--models", "popularity", "--seeds", "0"]) == 2
 
 
 def test_quality_bench_writes_its_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,20 +256,24 @@ def test_run_options_reach_both_neural_models() -> None:
     assert default.model.max_len == 50 and default.batch_size == 128 and default.cold_exposure == 1.0
 
 
-def test_the_learning_curve_is_logged_every_n_epochs(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_validation_curve_is_logged_and_picks_the_epoch(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="model_export")
     seqs = {f"u{n}": [f"i{(n + t) % 12:02d}" for t in range(8)] for n in range(20)}
     events = events_of(seqs)
-    data = EvalData("tiny", events, item_index({"": [e["item_id"] for e in events]}), {}, 1)
-    cfg = HarnessConfig(core=1, cold_fraction=0.0, epochs=4, curve_every=2, max_len=6, batch_size=8)
+    data = EvalData("tiny", events, item_index({"": [e["item_id"] for e in events]}), {}, 1, events)
+    cfg = HarnessConfig(core=1, cold_fraction=0.0, epochs=4, curve_every=2, max_len=6, batch_size=8,
+                        train_overrides=(("validate_every", "2"),))
     for name in ("sasrec-id", "streamrec"):  # streamrec: with its time-gap and scenario inputs
         out = evaluate_models(data, "loo", [name], cfg)
         lines = [r.getMessage() for r in caplog.records if "curve" in r.getMessage()]
         caplog.clear()
         assert [line.split("epoch ")[1].split(":")[0] for line in lines] == ["2", "4"]
-        # the curve's last point is the model the harness then measures: the same ranking
-        m = out["models"][name]
-        assert lines[-1].endswith(f"recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}")
+        run = out["models"][name]["per_seed"][0]
+        assert [e for e, _ in run["validation_curve"]] == [2, 4]
+        best_epoch, best = max(run["validation_curve"], key=lambda c: c[1])
+        assert run["selected_epoch"] == best_epoch
+        # the kept weights are the ones measured best: the harness's validation NDCG is that score
+        assert out["models"][name]["validation"]["ndcg@10"] == pytest.approx(best, abs=1e-6)
 
 
 @pytest.fixture(scope="module")

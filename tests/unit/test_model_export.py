@@ -125,6 +125,15 @@ def test_contract_describes_the_files(artifact: Path) -> None:
     assert set(c.metrics) == {"loo", "time"}
 
 
+def test_the_served_model_learns_every_event_each_users_latest_included(artifact: Path) -> None:
+    c = load_contract(artifact)
+    events = walk_events()
+    # the measured runs hold events out; the exported weights saw all of them
+    assert c.train_data["events"] == len(events)
+    assert c.train_data["max_ts"] == max(e["ts"] for e in events)
+    assert "every event" in c.hyper_parameters["metrics_from"]
+
+
 def copy_artifact(src: Path, dst: Path) -> Path:
     dst.mkdir()
     for p in src.iterdir():
