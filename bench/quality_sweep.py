@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with contextlib.redirect_stdout(stream):
         data = prepare(args.dataset, 5)
     k = CUTOFF
+    out = args.out or RESULTS_DIR / f"quality-sweep-{args.dataset}.json"
     results: dict[str, Any] = {}
     for name in names:
         overrides, on = VARIANTS[name]
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[name] = {"overrides": [f"{a}={b}" for a, b in overrides], "protocols": per,
                          f"mean_validation_ndcg@{k}": sum(score) / len(score) if score else None,
                          "settings": settings(cfg)["streamrec"]}
+        # Written after every variant: a sweep cut short still leaves what it measured.
+        publish("quality-sweep", _document(args, started, t_start, results, complete=False), as_json=False,
+                out=out)
     ranking = sorted(results, key=lambda n: -(results[n][f"mean_validation_ndcg@{k}"] or 0.0))
     head = f"{'variant':22} " + " ".join(f"{x + ' val R@10':>14} {x + ' val N@10':>14} {'epoch':>6}" for x in protocols)
     lines = [head, "-" * len(head)]
@@ -99,14 +103,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cells.append(f"{v[f'recall@{k}']:>14.4f} {v[f'ndcg@{k}']:>14.4f} {str(got['selected_epochs'][0]):>6}")
         lines.append(f"{name:22} " + " ".join(cells))
     print("\n".join(lines), file=stream)
-    doc = {
-        "benchmark": "quality_sweep", "dataset": args.dataset, "started_at": started.isoformat(),
-        "seconds": round(time.perf_counter() - t_start, 1), "seeds": list(range(args.seeds)),
-        "read_test": False, "machine": machine("cpu"), "variants": results, "ranking": ranking,
-    }
-    out = args.out or RESULTS_DIR / f"quality-sweep-{args.dataset}.json"
+    doc = {**_document(args, started, t_start, results, complete=True), "ranking": ranking}
     publish("quality-sweep", doc, as_json=args.json, out=out)
     return doc
+
+
+def _document(
+    args: argparse.Namespace, started: datetime, t_start: float, results: dict[str, Any], complete: bool
+) -> dict[str, Any]:
+    return {
+        "benchmark": "quality_sweep", "dataset": args.dataset, "started_at": started.isoformat(),
+        "seconds": round(time.perf_counter() - t_start, 1), "seeds": list(range(args.seeds)),
+        "read_test": False, "machine": machine("cpu"), "variants": results, "complete": complete,
+    }
 
 
 if __name__ == "__main__":
