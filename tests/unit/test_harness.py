@@ -289,3 +289,29 @@ def test_popularity_reproduces_the_reference_on_ml1m_after_the_5_core_filter(ml1
     split = make_split(data.events, "loo")
     m = evaluate(popularity_ranker(split.train, data.index), split, data.index)
     assert round(m["recall@10"], 4) == 0.0364 and round(m["ndcg@10"], 4) == 0.0179
+
+
+def test_the_sweep_reads_validation_only_and_ranks_the_variants(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    opts = ["--variants", "default,cold-exposure-2", "--epochs", "1", "--protocols", "time", "--out", str(out)]
+    assert main(["bench", "quality_sweep", "--", *opts]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["read_test"] is False and doc["complete"] is True
+    assert set(doc["ranking"]) == {"default", "cold-exposure-2"}
+    for v in doc["variants"].values():
+        got = v["protocols"]["time"]
+        assert 0.0 < got["validation"]["ndcg@10"] < 1.0 and got["selected_epochs"] == [1]
+    assert doc["variants"]["cold-exposure-2"]["settings"]["cold_exposure"] == 2.0
+    best = doc["ranking"][0]
+    assert doc["variants"][best]["mean_validation_ndcg@10"] == max(
+        v["mean_validation_ndcg@10"] for v in doc["variants"].values()
+    )
+
+
+def test_the_tie_bench_counts_the_targets_the_reorder_moves(tmp_path: Path) -> None:
+    out = tmp_path / "ties.json"
+    assert main(["bench", "quality_ties", "--", "--dataset", "ml-100k", "--models", "popularity",
+                 "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["users"] == 943 and 0 < doc["changed_targets"]["test"] < 943  # ML-100k has equal timestamps too
+    assert [(r["ties"], r["model"]) for r in doc["rows"]] == [("file", "popularity"), ("quicksort", "popularity")]
