@@ -6,7 +6,7 @@
 Each variant overrides training settings of ``streamrec`` (``VARIANTS``; the same keys as ``--set`` of
 ``streamrec eval``) and is measured by the harness with ``HarnessConfig.test=False``: the validation split
 of each protocol only (``loo``: each user's second-to-last item; ``time``: the 10% of events before the test
-period). The table ranks the variants by validation NDCG@10, their mean over the protocols each was run on.
+period). ``ranking`` lists, per protocol, the variants run on it from the best validation NDCG@10 down.
 
 Prints one table; writes ``bench/results/quality-sweep-<dataset>.json`` (``--out``): every variant's
 validation metrics per protocol and seed, its chosen epoch, and the ranking.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -55,8 +56,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {','.join(VARIANTS)}")
     p.add_argument("--epochs", type=int, help="epochs of every variant that does not set its own")
     p.add_argument("--out", type=Path, help="result file (default bench/results/quality-sweep-<dataset>.json)")
+    p.add_argument("--rerank", type=Path, metavar="FILE",
+                   help="recompute the ranking of an earlier sweep's result file (no training), in place")
     args = p.parse_args(argv)
     configure_logging()
+    if args.rerank is not None:
+        return _rerank(args.rerank)
     names = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
@@ -82,17 +87,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "selected_epochs": [r["selected_epoch"] for r in entry["per_seed"]],
                 "seconds": round(time.perf_counter() - t0, 1),
             }
-        score = [per[x]["validation"][f"ndcg@{k}"] for x in per]
         results[name] = {"overrides": [f"{a}={b}" for a, b in overrides], "protocols": per,
-                         f"mean_validation_ndcg@{k}": sum(score) / len(score) if score else None,
                          "settings": settings(cfg)["streamrec"]}
         # Written after every variant: a sweep cut short still leaves what it measured.
         publish("quality-sweep", _document(args, started, t_start, results, complete=False), as_json=False,
                 out=out)
-    ranking = sorted(results, key=lambda n: -(results[n][f"mean_validation_ndcg@{k}"] or 0.0))
+    ranking = rank_variants(results, protocols, k)
     head = f"{'variant':22} " + " ".join(f"{x + ' val R@10':>14} {x + ' val N@10':>14} {'epoch':>6}" for x in protocols)
     lines = [head, "-" * len(head)]
-    for name in ranking:
+    for name in ranking[protocols[0]] + [n for n in results if n not in ranking[protocols[0]]]:
         cells = []
         for x in protocols:
             got = results[name]["protocols"].get(x)
@@ -106,6 +109,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     doc = {**_document(args, started, t_start, results, complete=True), "ranking": ranking}
     publish("quality-sweep", doc, as_json=args.json, out=out)
     return doc
+
+
+def _rerank(path: Path) -> dict[str, Any]:
+    """An earlier result file with its ranking recomputed; its ``produced_by`` moves to ``measured_by``."""
+    doc = json.loads(path.read_text())
+    protocols = sorted({x for v in doc["variants"].values() for x in v["protocols"]})
+    for v in doc["variants"].values():
+        v.pop(f"mean_validation_ndcg@{CUTOFF}", None)
+    doc |= {"ranking": rank_variants(doc["variants"], protocols), "measured_by": doc.pop("produced_by", None)}
+    publish("quality-sweep", doc, as_json=False, out=path)
+    return doc
+
+
+def rank_variants(results: dict[str, Any], protocols: list[str], k: int = CUTOFF) -> dict[str, list[str]]:
+    """Per protocol, the variants measured on it from the best validation NDCG@k down.
+
+    Per protocol, because variants that only matter under one protocol are measured on that one alone.
+    """
+    return {
+        x: sorted((n for n in results if x in results[n]["protocols"]),
+                  key=lambda n: -results[n]["protocols"][x]["validation"][f"ndcg@{k}"])
+        for x in protocols
+    }
 
 
 def _document(

@@ -297,15 +297,19 @@ def test_the_sweep_reads_validation_only_and_ranks_the_variants(tmp_path: Path) 
     assert main(["bench", "quality_sweep", "--", *opts]) == 0
     doc = json.loads(out.read_text())
     assert doc["read_test"] is False and doc["complete"] is True
-    assert set(doc["ranking"]) == {"default", "cold-exposure-2"}
+    assert set(doc["ranking"]["time"]) == {"default", "cold-exposure-2"}
     for v in doc["variants"].values():
         got = v["protocols"]["time"]
         assert 0.0 < got["validation"]["ndcg@10"] < 1.0 and got["selected_epochs"] == [1]
     assert doc["variants"]["cold-exposure-2"]["settings"]["cold_exposure"] == 2.0
-    best = doc["ranking"][0]
-    assert doc["variants"][best]["mean_validation_ndcg@10"] == max(
-        v["mean_validation_ndcg@10"] for v in doc["variants"].values()
+    best = doc["ranking"]["time"][0]
+    assert doc["variants"][best]["protocols"]["time"]["validation"]["ndcg@10"] == max(
+        v["protocols"]["time"]["validation"]["ndcg@10"] for v in doc["variants"].values()
     )
+    # --rerank recomputes the ranking of a result file without training, keeping who measured it
+    assert main(["bench", "quality_sweep", "--", "--rerank", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["ranking"] == doc["ranking"] and again["measured_by"] == doc["produced_by"]
 
 
 def test_the_tie_bench_counts_the_targets_the_reorder_moves(tmp_path: Path) -> None:
