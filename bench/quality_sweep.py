@@ -41,6 +41,8 @@ VARIANTS: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
     "dropout-0.1": ((("model.dropout", "0.1"),), ("loo", "time")),
     "dropout-0.3": ((("model.dropout", "0.3"),), ("loo", "time")),
     "epochs-60": ((("epochs", "60"),), ("loo", "time")),
+    "cold-exposure-0": ((("cold_exposure", "0.0"),), ("time",)),
+    "cold-exposure-0.25": ((("cold_exposure", "0.25"),), ("time",)),
     "cold-exposure-0.5": ((("cold_exposure", "0.5"),), ("time",)),
     "cold-exposure-2": ((("cold_exposure", "2.0"),), ("time",)),
 }
