@@ -88,7 +88,7 @@ def train_and_export_events(
         events: ``events`` topic records in any order (e.g. the retained Kafka log).
         out_dir: Parent folder; the artifact goes to ``out_dir/<model_version>/``.
         name: Data source name, recorded in the contract and the version string.
-        seed: Seed of both trainings.
+        seed: Seed of every training.
         config: Training settings; defaults to :class:`TrainConfig`.
         parent: Version this model derives from (recorded in the contract).
         catalog: ``items`` records by item id, for the text tower (see :func:`train`).
@@ -99,19 +99,19 @@ def train_and_export_events(
     cfg = config or TrainConfig()
     events = list(events)
     metrics: dict[str, Any] = {}
-    exported: TrainedModel | None = None
+    measured: TrainedModel | None = None
     loo: Split | None = None
     for protocol in ("time", "loo"):
         split = make_split(events, protocol, cfg.test_fraction)
         log.info(f"[{name}] {protocol}: training on {sum(map(len, split.train.values()))} events")
         trained, metrics[protocol] = evaluate_split(split, cfg, seed, catalog)
         if protocol == "loo":
-            exported, loo = trained, split
-    assert exported is not None and loo is not None and set(metrics) == set(PROTOCOLS)
+            measured, loo = trained, split
+    assert measured is not None and loo is not None and set(metrics) == set(PROTOCOLS)
     everything = replace(loo, train=loo.sequences, min_ts=min(min(t) for t in loo.times.values() if t),
                          max_ts=max(max(t) for t in loo.times.values() if t))
     # The same number of epochs as the measured loo model ran (fewer than cfg.epochs if max_seconds cut it).
-    served_cfg = replace(cfg, epochs=exported.epochs_run)
+    served_cfg = replace(cfg, epochs=measured.epochs_run)
     log.info(f"[{name}] serving model: training on all {sum(map(len, everything.train.values()))} events")
     served = train_split(everything, served_cfg, seed, catalog=catalog)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -125,17 +125,16 @@ def train_and_export_events(
         "metrics_from": "the loo and time evaluation runs of this configuration and seed; the served weights "
         "trained on every event",
     }
-    exported = served
     return export_artifact(
-        exported.model,
-        exported.items,
+        served.model,
+        served.items,
         out_dir / version,
         version=version,
         metrics=metrics,
         train_data=train_data,
         parent=parent,
         hyper_parameters=hyper,
-        scenarios=exported.scenarios,
+        scenarios=served.scenarios,
     )
 
 
