@@ -301,21 +301,20 @@ def seed_interval(values: Sequence[float]) -> list[float] | None:
     return [float(a.mean() - half), float(a.mean() + half)]
 
 
-def _user_weights(users: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster-bootstrap draws over users: (user index of each case (C,), user weights (S, U))."""
+def _user_means(gains: np.ndarray, users: Sequence[str], seed: int) -> np.ndarray:
+    """Cluster-bootstrap means of per-case gains (C,): each draw resamples users, their cases together."""
     names, of_case = np.unique(np.asarray(users), return_inverse=True)
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=BOOTSTRAP_SAMPLES)
-    return of_case, draws.astype(np.float64)
+    w = draws.astype(np.float64)  # (S, U)
+    sums = np.bincount(of_case, weights=np.asarray(gains, dtype=np.float64), minlength=len(names))
+    counts = np.bincount(of_case, minlength=len(names)).astype(np.float64)
+    return (w @ sums) / np.maximum(w @ counts, 1.0)
 
 
 def user_bootstrap(gains: np.ndarray, users: Sequence[str], seed: int = 0) -> list[float]:
     """95% percentile interval of a mean per-case gain (C,), resampling users (their cases go together)."""
-    of_case, w = _user_weights(users, seed)
-    sums = np.bincount(of_case, weights=gains, minlength=w.shape[1])
-    counts = np.bincount(of_case, minlength=w.shape[1]).astype(np.float64)
-    means = (w @ sums) / np.maximum(w @ counts, 1.0)
-    lo, hi = np.percentile(means, [2.5, 97.5])
+    lo, hi = np.percentile(_user_means(gains, users, seed), [2.5, 97.5])
     return [float(lo), float(hi)]
 
 
@@ -325,10 +324,7 @@ def paired_test(a: np.ndarray, b: np.ndarray, users: Sequence[str], seed: int = 
     Returns the mean difference of the per-case gains (C,) ``a - b``, its 95% interval and a two-sided p-value.
     """
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    of_case, w = _user_weights(users, seed)
-    sums = np.bincount(of_case, weights=d, minlength=w.shape[1])
-    counts = np.bincount(of_case, minlength=w.shape[1]).astype(np.float64)
-    means = (w @ sums) / np.maximum(w @ counts, 1.0)
+    means = _user_means(d, users, seed)
     lo, hi = np.percentile(means, [2.5, 97.5])
     p = min(1.0, 2.0 * min(float((means <= 0).mean()), float((means >= 0).mean())))
     return {"difference": float(d.mean()), "ci": [float(lo), float(hi)], "p": max(p, 1.0 / BOOTSTRAP_SAMPLES)}
