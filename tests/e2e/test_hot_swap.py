@@ -70,23 +70,43 @@ def test_promotion_while_events_flow_swaps_the_model_and_applies_each_event_once
             producer.flush()
             wait_for("the old model's recommendations", lambda: versions_served(r, sent)[old] > 0)
 
-            # Promote while the second half streams in at a steady rate.
+            # Promote while the second half streams in at a steady rate. The job swaps between two batches, so
+            # events must still be flowing when the new version has loaded: on a loaded machine loading can
+            # outlast the second half, and then the stream goes on with repeat views until the swap is seen.
+            swapped = threading.Event()
+            streamed: list[dict] = []
+
             def produce_rest() -> None:
                 for n, e in enumerate(stream[half:]):
                     producer.send(e)
-                    if n % 50 == 0:
-                        time.sleep(0.02)
+                    streamed.append(e)
+                    if n % 25 == 0:
+                        time.sleep(0.05)
+                users = list(sent)
+                n = 0
+                while not swapped.is_set():
+                    u = users[n % len(users)]
+                    e = {"user_id": u, "item_id": past[n % len(past)]["item_id"], "type": "view",
+                         "ts": stream[-1]["ts"] - 1}
+                    producer.send(e)
+                    streamed.append(e)
+                    n += 1
+                    time.sleep(0.01)
 
             flowing = threading.Thread(target=produce_rest)
             flowing.start()
             time.sleep(0.3)
             promoted_at = time.monotonic()
             registry.promote(new)
-            wait_for("a recommendation from the promoted model", lambda: versions_served(r, sent)[new] > 0, 60, 0.02)
-            swap_s = time.monotonic() - promoted_at
-            flowing.join()
+            try:
+                wait_for("a recommendation from the promoted model", lambda: versions_served(r, sent)[new] > 0,
+                         60, 0.02)
+                swap_s = time.monotonic() - promoted_at
+            finally:
+                swapped.set()
+                flowing.join()
             producer.flush()
-            for e in stream[half:]:
+            for e in streamed:
                 sent[e["user_id"]] += 1
 
             def all_applied() -> bool:
