@@ -30,28 +30,41 @@ import itertools
 import json
 import logging
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyflink.datastream import BroadcastProcessFunction, RuntimeContext
 
 from jobs.redis_io import StreamRedis
-from serving.model_watcher import ServingModel
+from serving.experiments import (
+    INTERLEAVED,
+    Assignment,
+    action_counts,
+    assign,
+    experiment_metric_ops,
+    impression_counts,
+    list_counts,
+    team_draft,
+)
+from serving.model_watcher import ServingModel, load_version
+from serving.policy import ItemFacts, Policy, UserContext, item_facts, policy_source
 from serving.store import (
     CATALOG,
     RedisOp,
     decode_item,
     decode_recommendations,
-    encode_recommendations,
+    encode_list,
     key,
     online_hits,
     online_metric_ops,
 )
-from streamrec.events import item_text
+from streamrec.events import DEFAULT_SCENARIO, item_text
 
 if TYPE_CHECKING:
-    from streamrec.config import Settings
+    from streamrec.config import RulesConfig, Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +75,49 @@ MIN_SCORE_CHUNK = 8
 SHOWN_CACHE_USERS = 200_000
 
 
+@dataclass(frozen=True, slots=True)
+class UserList:
+    """One user's list as written to ``rec:{id}``: entries ``{"item_id", "score", "reason"?, "team"?}``."""
+
+    items: list[dict[str, Any]]
+    version: str
+    arm: str | None
+    teams: list[str] | None
+    scenario: str
+
+
 def audit_rows(record: bytes) -> list[dict[str, Any]]:
     """One audit record of the recommendations topic -> a row per user written.
 
     A record is ``{"written_at", "users": [[user_id, events], ...]}`` (state writes: ``user:{id}``) or
-    ``{"written_at", "ts", "model_version", "scored": [[user_id, events, items, scores], ...]}`` (``rec:{id}``).
-    Rows: ``{"user_id", "events", "items", "scores", "model_version", "ts", "written_at", "scored"}``; ``ts`` is
-    when the list was computed, ``written_at`` when Redis acknowledged the write (epoch ms).
+    ``{"written_at", "ts", "model_version", "scored": [[user_id, events, items, scores, arm?, version?], ...]}``
+    (``rec:{id}``; ``arm`` when the list is part of an experiment, ``version`` when an arm's model scored it).
+    Rows: ``{"user_id", "events", "items", "scores", "model_version", "arm", "ts", "written_at", "scored"}``;
+    ``ts`` is when the list was computed, ``written_at`` when Redis acknowledged the write (epoch ms).
     """
     a = json.loads(record)
     at = a["written_at"]
     if "users" in a:
-        return [{"user_id": u, "events": n, "items": [], "scores": [], "model_version": "", "ts": at,
+        return [{"user_id": u, "events": n, "items": [], "scores": [], "model_version": "", "arm": None, "ts": at,
                  "written_at": at, "scored": False} for u, n in a["users"]]
-    return [{"user_id": u, "events": n, "items": items, "scores": scores, "model_version": a["model_version"],
-             "ts": a["ts"], "written_at": at, "scored": True} for u, n, items, scores in a["scored"]]
+    rows = []
+    for row in a["scored"]:
+        u, n, items, scores = row[:4]
+        arm = row[4] if len(row) > 4 else None
+        version = row[5] if len(row) > 5 and row[5] else a["model_version"]
+        rows.append({"user_id": u, "events": n, "items": items, "scores": scores, "model_version": version,
+                     "arm": arm, "ts": a["ts"], "written_at": at, "scored": True})
+    return rows
 
 
 def merge_records(users: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One record per user, the newest; actions after (and of) the user's last forget record only."""
+    """One record per user, the newest; actions and impressions after (and of) the user's last forget only."""
     out: dict[str, dict[str, Any]] = {}
     for rec in users:  # a user's records arrive in the order the JVM flushed them
         prev = out.get(rec["u"])
         if prev is not None and not rec.get("f"):
-            rec = {**rec, "a": prev["a"] + rec["a"], "f": prev.get("f", False)}
+            rec = {**rec, "a": prev["a"] + rec["a"], "m": prev.get("m", []) + rec.get("m", []),
+                   "f": prev.get("f", False)}
         out[rec["u"]] = rec
     return out
 
@@ -103,8 +135,14 @@ class BatchWriter(BroadcastProcessFunction):
             str(self.settings.path(self.settings.models.registry_dir)), j.model_check_interval_s, j.scorer_threads
         )
         self.catalog: set[str] | None = None  # None: not yet read from Redis (the catalog set)
-        self.restricted: int | None = None  # id() of the scorer the catalog was applied to
-        self.fresh: set[str] = set()  # catalog ids that arrived since the scorer last heard of the catalog
+        # Per scorer in use (the promoted one, experiment arms' versions): the catalog ids that arrived since it
+        # last heard of the catalog. A scorer not in it has not been told of the catalog at all.
+        self.fresh: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+        self.policy = policy_source(self.settings)
+        # item id -> what the business rules read of it (None: not in item:{id} either).
+        self.facts: dict[str, ItemFacts | None] = {}
+        # Registry versions experiment arms ask for -> their scorer (None: refused; the promoted one serves).
+        self.arm_scorers: dict[str, Any] = {}
         # Texts of items that arrived in this process, until a text model has embedded them.
         self.item_texts: dict[str, str] = {}
         # user -> (waiting since, monotonic s; the user's newest record): the users to score.
@@ -137,7 +175,9 @@ class BatchWriter(BroadcastProcessFunction):
         for item in json.loads(value)["items"]:  # one batch of the catalog stage
             if item["item_id"] not in catalog:
                 catalog.add(item["item_id"])
-                self.fresh.add(item["item_id"])
+                for fresh in self.fresh.values():
+                    fresh.add(item["item_id"])
+            self.facts[item["item_id"]] = item_facts(item)
             if keep_texts:
                 self.item_texts[item["item_id"]] = item["text"]
 
@@ -159,7 +199,8 @@ class BatchWriter(BroadcastProcessFunction):
         """
         latest = merge_records(users)
         forgotten = sorted(u for u, r in latest.items() if r.get("f"))
-        live = [r for r in latest.values() if r["n"] > 0]
+        # A user with impressions only is rescored too: the repeat rule may have demoted what was shown.
+        live = [r for r in latest.values() if r["n"] > 0 or (r.get("m") and not r.get("f"))]
         if commands:
             self.redis.execute_packed(commands, sum(bool(r.get("f")) + (r["n"] > 0) for r in users))
         written_ms = int(time.time() * 1000)
@@ -168,18 +209,23 @@ class BatchWriter(BroadcastProcessFunction):
         for u in forgotten:
             self.shown[u] = None  # its rec: is gone
         actions = {r["u"]: [tuple(a) for a in r["a"]] for r in live if r["a"] and not r.get("f")}
+        counted = impression_counts(m for r in live for m in r.get("m", ()))
+        ops: list[RedisOp] = []
         if actions:
-            hits = online_hits(actions, self._shown(list(actions)))
-            if hits:
-                self.redis.execute(online_metric_ops(hits))
+            shown = self._shown(list(actions))
+            ops += online_metric_ops(online_hits(actions, shown))
+            counted.update(action_counts(actions, shown))
+        ops += experiment_metric_ops(counted)
+        if ops:
+            self.redis.execute(ops)
         now = time.monotonic()
         for u in forgotten:
             self.backlog.pop(u, None)
         for r in live:  # an entry keeps its place (and waiting time) when the user changes again
             since = self.backlog.get(r["u"], (now, r))[0]
             self.backlog[r["u"]] = (since, r)
-        audit = [json.dumps({"written_at": written_ms, "users": [[r["u"], r["n"]] for r in live]},
-                            separators=(",", ":")).encode()] if live else []
+        audit = [json.dumps({"written_at": written_ms, "users": [[r["u"], r["n"]] for r in live if r["n"] > 0]},
+                            separators=(",", ":")).encode()] if any(r["n"] > 0 for r in live) else []
         return audit + self.score_backlog(final)
 
     def _shown(self, users: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -197,20 +243,50 @@ class BatchWriter(BroadcastProcessFunction):
         if len(self.shown) > SHOWN_CACHE_USERS:
             self.shown.popitem(last=False)
 
-    def _scorer(self) -> Any:
-        """The serving scorer, told about the catalog: the whole of it for a new scorer, else what is new."""
-        scorer = self.model.get()
-        if scorer is None or not self.catalog:
+    def _ready(self, scorer: Any) -> Any:
+        """A scorer told about the catalog: the whole of it the first time, then only what is new."""
+        if not self.catalog:
             return scorer
-        if self.restricted != id(scorer):  # a new model (or the first): every catalog item counts
+        fresh = self.fresh.get(scorer)
+        if fresh is None:  # a new model (or the first): every catalog item counts
             self._embed_new_items(scorer, self.catalog)
             scorer.restrict_to(self.catalog)
-            self.restricted = id(scorer)
-        elif self.fresh:  # only the items that arrived since: O(new), not O(catalog)
-            self._embed_new_items(scorer, self.fresh)
-            scorer.allow(self.fresh)
-        self.fresh = set()
+            self.fresh[scorer] = set()
+        elif fresh:  # only the items that arrived since: O(new), not O(catalog)
+            self._embed_new_items(scorer, fresh)
+            scorer.allow(fresh)
+            fresh.clear()
         return scorer
+
+    def _scorer(self) -> Any:
+        """The serving scorer, told about the catalog."""
+        scorer = self.model.get()
+        return None if scorer is None else self._ready(scorer)
+
+    def _arm_scorer(self, version: str) -> Any:
+        """The scorer of a registry version an experiment arm names (None: it cannot load; logged once)."""
+        if version not in self.arm_scorers:
+            try:
+                registry = str(self.settings.path(self.settings.models.registry_dir))
+                self.arm_scorers[version] = load_version(registry, version, self.settings.job.scorer_threads)
+            except Exception as exc:  # noqa: BLE001 - a wrong arm must not stop the stream: the promoted one serves
+                log.error("experiment arm model %s cannot load, the promoted model serves its users: %s", version, exc)
+                self.arm_scorers[version] = None
+        scorer = self.arm_scorers[version]
+        return None if scorer is None else self._ready(scorer)
+
+    def _recommendable(self, scorer: Any) -> Callable[[str], bool]:
+        """Whether a pinned item may be shown: the scorer has a row for it and it is in the catalog."""
+        catalog = self.catalog
+        return lambda item: bool(scorer.knows(item)) and (not catalog or item in catalog)
+
+    def _facts(self, ids: set[str]) -> None:
+        """Fill :attr:`facts` for ``ids`` from ``item:{id}`` (after a restart the broadcast has not sent them)."""
+        missing = sorted(i for i in ids if i not in self.facts)
+        if missing:
+            hashes = self.redis.execute([("hgetall", (key("item", i),), {}) for i in missing])
+            for item_id, raw in zip(missing, hashes, strict=True):
+                self.facts[item_id] = item_facts(decode_item(raw))
 
     def score_backlog(self, everything: bool) -> list[bytes]:
         """Score the backlog, oldest first, within the module docstring's budget; an audit record per chunk.
@@ -237,31 +313,31 @@ class BatchWriter(BroadcastProcessFunction):
             chunk = list(itertools.islice(self.backlog.items(), size))
             late += sum(1 for _, (since, _) in chunk if now - since > self.max_staleness_s)
             recs = [r for _, (_, r) in chunk]
-            recent = [json.loads(r["r"]) for r in recs]  # decoded here, for the users scored only
-            lists = scorer.score(
-                [[e[1] for e in rs] for rs in recent],
-                k,
-                exclude=[set(json.loads(r["s"])) for r in recs],
-                times=[[e[0] for e in rs] for rs in recent],
-                scenarios=[[e[2] for e in rs] for rs in recent],
-            )
+            lists = self._lists(recs, scorer, version, k)
             now_ms = int(time.time() * 1000)
             ops: list[RedisOp] = [
-                ("set", (key("rec", r["u"]), encode_recommendations(items, version, now_ms)), {})
-                for r, items in zip(recs, lists, strict=True) if items
+                ("set", (key("rec", r["u"]),
+                         encode_list(lst.items, lst.version, now_ms, lst.arm, lst.teams, lst.scenario)), {})
+                for r, lst in zip(recs, lists, strict=True) if lst.items
             ]
+            written = [(lst.arm, lst.scenario) for lst in lists if lst.items]
+            ops += experiment_metric_ops(list_counts(written))
             if ops:
                 self.redis.execute(ops)
             written_ms = int(time.time() * 1000)
             took = time.monotonic() - now
             self.score_rate = 0.8 * self.score_rate + 0.2 * len(recs) / max(took, 1e-6)  # users/s, smoothed
-            for r, items in zip(recs, lists, strict=True):
+            rows = []
+            for r, lst in zip(recs, lists, strict=True):
                 self.backlog.pop(r["u"], None)
-                if items:
-                    shown = [{"item_id": i, "score": float(x)} for i, x in items]
-                    self._remember(r["u"], {"items": shown, "model_version": version, "computed_at": now_ms})
-            rows = [[r["u"], r["n"], [i for i, _ in items], [round(float(x), 6) for _, x in items]]
-                    for r, items in zip(recs, lists, strict=True)]
+                if lst.items:
+                    self._remember(r["u"], {"items": lst.items, "model_version": lst.version, "computed_at": now_ms,
+                                            "arm": lst.arm, "teams": lst.teams})
+                row: list[Any] = [r["u"], r["n"], [e["item_id"] for e in lst.items],
+                                  [None if e["score"] is None else round(float(e["score"]), 6) for e in lst.items]]
+                if lst.arm is not None or lst.version != version:
+                    row += [lst.arm, lst.version if lst.version != version else None]
+                rows.append(row)
             out.append(json.dumps({"written_at": written_ms, "ts": now_ms, "model_version": version, "scored": rows},
                                   separators=(",", ":")).encode())
             scored += len(recs)
@@ -270,6 +346,75 @@ class BatchWriter(BroadcastProcessFunction):
             self.score_ms.inc(int((time.monotonic() - t0) * 1000))
         if late:
             self.recs_late.inc(late)
+        return out
+
+    def _lists(self, recs: list[dict[str, Any]], scorer: Any, version: str, k: int) -> list[UserList]:
+        """Each user's list: the scorer's candidates through the policy stage (:mod:`serving.policy`).
+
+        Users are grouped by the model that scores them (the promoted one, or an experiment arm's version),
+        one scorer call per group; an interleaved user has one entry in each team's group.
+        """
+        policy = self.policy.get()
+        recent = [json.loads(r["r"]) for r in recs]  # decoded here, for the users scored only
+        seen = [set(json.loads(r["s"])) for r in recs]
+        users: list[UserContext] = []
+        plans: list[tuple[Assignment | None, list[tuple[str | None, RulesConfig]]]] = []
+        for r, rs, sn in zip(recs, recent, seen, strict=True):
+            scenario = rs[-1][2] if rs else DEFAULT_SCENARIO
+            shown = {i: (v, 0) if isinstance(v, int) else (int(v[0]), int(v[1]))
+                     for i, v in json.loads(r.get("i") or "{}").items()}
+            users.append(UserContext(r["u"], scenario, [e[1] for e in rs], max((e[0] for e in rs), default=0),
+                                     shown, sn))
+            a = assign(policy.experiments, r["u"], scenario) if policy.experiments else None
+            arms = [] if a is None else [a.arm] if a.arm != INTERLEAVED else list(a.teams)
+            sources: list[tuple[str | None, RulesConfig]] = (
+                [(a.experiment.arms[arm].model_version, policy.rules(scenario, a.experiment.arms[arm].rules))
+                 for arm in arms] if a is not None else [(None, policy.rules(scenario))]
+            )
+            plans.append((a, sources))
+        # Candidates per (model version, user), one scorer call per version.
+        wanted: dict[str | None, list[int]] = {}
+        for b, (_, sources) in enumerate(plans):
+            for v, _rules in sources:
+                wanted.setdefault(v, [])
+                if b not in wanted[v]:
+                    wanted[v].append(b)
+        candidates: dict[tuple[str | None, int], list[tuple[str, float]]] = {}
+        scorers: dict[str | None, tuple[Any, str]] = {}
+        for v, idx in wanted.items():
+            arm_scorer = self._arm_scorer(v) if v is not None else None
+            sc, sv = (arm_scorer, arm_scorer.version) if arm_scorer is not None else (scorer, version)
+            scorers[v] = (sc, sv)
+            pool = max(Policy.pool(k, rules) if not policy.plain(rules, users[b]) else k
+                       for b in idx for vv, rules in plans[b][1] if vv == v)
+            got = sc.score([users[b].history for b in idx], pool, exclude=[seen[b] for b in idx],
+                           times=[[e[0] for e in recent[b]] for b in idx],
+                           scenarios=[[e[2] for e in recent[b]] for b in idx])
+            for b, cands in zip(idx, got, strict=True):
+                candidates[(v, b)] = cands
+        if any(not policy.plain(rules, users[b]) for b, (_, sources) in enumerate(plans) for _, rules in sources):
+            self._facts({i for c in candidates.values() for i, _ in c}
+                        | {p for _, sources in plans for _, rules in sources for p in rules.pins})
+        now_ms = int(time.time() * 1000)
+        out: list[UserList] = []
+        for b, (a, sources) in enumerate(plans):
+            ranked, versions = [], []
+            for v, rules in sources:
+                sc, sv = scorers[v]
+                cands = candidates[(v, b)]
+                if policy.plain(rules, users[b]):
+                    ranked.append([{"item_id": i, "score": s} for i, s in cands[:k]])
+                else:
+                    ranked.append(policy.rank(users[b], cands, k, rules, self.facts.get, sc.item_vectors,
+                                              self._recommendable(sc), now_ms))
+                versions.append(sv)
+            label = None if a is None else a.label
+            if a is not None and a.arm == INTERLEAVED:
+                items = team_draft(ranked[0], ranked[1], k, seed=f"{label}:{users[b].user_id}:{recs[b]['n']}")
+                v_used = "+".join(dict.fromkeys(versions))
+                out.append(UserList(items, v_used, label, list(a.teams), users[b].scenario))
+            else:
+                out.append(UserList(ranked[0], versions[0], label, None, users[b].scenario))
         return out
 
     def _embed_new_items(self, scorer: Any, items: set[str]) -> None:

@@ -22,7 +22,8 @@ from streamrec.events import item_text, validate_item
 class CatalogWriter(ProcessFunction):
     """Per batch of valid ``items`` upserts (from the JVM): ``item:{id}`` and ``catalog`` in one round trip.
 
-    In: ``{"records": [...]}``; out: ``{"items": [{"item_id", "text"}...]}`` for the writer.
+    In: ``{"records": [...]}``; out: ``{"items": [{"item_id", "text", "categories", "attributes", "ts"}...]}``
+    for the writer (the text for items the model has not seen, the rest for the business rules).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -47,7 +48,8 @@ class CatalogWriter(ProcessFunction):
             # Replace, not merge: an upsert that drops a field must not leave the old value behind.
             ops += [("delete", (item_key,), {}), ("hset", (item_key,), {"mapping": item_hash(item.to_dict())}),
                     ("sadd", (CATALOG_SET, item.item_id), {})]
-            out.append({"item_id": item.item_id, "text": item_text(item.to_dict())})
+            out.append({"item_id": item.item_id, "text": item_text(item.to_dict()),
+                        "categories": list(item.categories), "attributes": item.attributes, "ts": item.ts})
         self.redis.execute(ops)
         self.items.inc(len(records))
         yield json.dumps({"items": out}, ensure_ascii=False).encode()

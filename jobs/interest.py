@@ -36,7 +36,7 @@ from jobs.kafka_io import KAFKA_BYTES
 from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT
 from serving.store import INTEREST_DECIMALS, key
 from streamrec.config import Settings
-from streamrec.events import DEFAULT_SCENARIO, FORGET
+from streamrec.events import DEFAULT_SCENARIO, FORGET, IMPRESSION
 
 JOB_NAME = "streamrec-interest"
 # The strongest interests user:{id} shows.
@@ -65,6 +65,7 @@ def job_params(settings: Settings, bounded: bool, tick_for_ms: int = TICK_FOR_MS
     params = {
         "recentItems": j.recent_items,
         "maxSeenItems": j.max_seen_items,
+        "maxShownItems": j.max_shown_items,
         "halfLifeHours": j.interest_half_life_hours,
         "flushIntervalMs": j.flush_interval_ms,
         "shards": j.writer_shards,
@@ -75,6 +76,7 @@ def job_params(settings: Settings, bounded: bool, tick_for_ms: int = TICK_FOR_MS
         "tickForMs": tick_for_ms,
         "flushAtEndOfInput": bounded,
         "forgetType": FORGET,
+        "impressionType": IMPRESSION,
         "defaultScenario": DEFAULT_SCENARIO,
         "ratingMidpoint": RATING_MIDPOINT,
         "typeWeights": TYPE_WEIGHT,
@@ -92,6 +94,9 @@ class InterestJob:
     dead_letters: DataStream  # envelope bytes of both inputs' dead letters (tests collect these)
     dead_letter_records: Any  # the same as JVM DeadLetters, for the Kafka sink that keeps key, headers and context
     writes: DataStream  # the audit records (JSON bytes): one per Redis round trip of the writer (audit_rows)
+    # The writer's input: one batch per shard and flush, `{"shard", "final", "records": [user records]}`, a
+    # newline, then the users' Redis commands (RESP). Tests read the user records (UserInterest.encode) here.
+    batches: DataStream
 
 
 def build_interest_job(
@@ -140,9 +145,9 @@ def build_interest_job(
         .name("batch per shard")
         .uid("batcher")
     )
+    writer_input = DataStream(batches)
     audit = (
-        DataStream(batches)
-        .connect(catalog.broadcast(CATALOG_BATCHES))
+        writer_input.connect(catalog.broadcast(CATALOG_BATCHES))
         .process(BatchWriter(settings), output_type=KAFKA_BYTES)
         .name("score + write Redis")
         .uid("writer")
@@ -153,7 +158,7 @@ def build_interest_job(
     envelopes = DataStream(
         dead.map(ops.Decode.envelope(cfg.dlq_reason_max_chars), ops.Decode.bytesType()).name("dead letters")
     )
-    return InterestJob(dead_letters=envelopes, dead_letter_records=dead, writes=writes)
+    return InterestJob(dead_letters=envelopes, dead_letter_records=dead, writes=writes, batches=writer_input)
 
 
 def _decoded(stream: DataStream, topic: str, items: bool) -> tuple[Any, bool]:

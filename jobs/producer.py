@@ -3,16 +3,17 @@
 from jobs.producer import EventProducer
 with EventProducer("127.0.0.1:9092") as p:
 p.send({"user_id": "42", "item_id": "7", "type": "click", "ts": 1700000000000})
+p.send_impression("42", ["7", "9", "12"], model_version="v0003", arm="exp-1:b")  # the list the user was shown
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from streamrec.events import FORGET, Event, validate_event, validate_item
+from streamrec.events import FORGET, Event, make_impression, validate_event, validate_item
 
 
 class EventProducer:
@@ -46,6 +47,38 @@ class EventProducer:
         ev = validate_event({"user_id": user_id, "type": FORGET, "ts": int(time.time() * 1000) if ts is None else ts})
         future = self._producer.send(self.events_topic, key=ev.user_id.encode(), value=ev.to_json(), timestamp_ms=ev.ts)
         future.get(timeout=timeout_s)
+        return ev
+
+    def send_impression(
+        self,
+        user_id: str,
+        items: Sequence[str],
+        *,
+        ts: int | None = None,
+        model_version: str | None = None,
+        arm: str | None = None,
+        scenario: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Event:
+        """Validate and send one impression: the list ``items`` (in the order shown) a front-end showed the user.
+
+        Keyed by the user id like the user's events (``ts`` default: now, epoch ms); ``model_version`` and ``arm``
+        name the model and the A/B arm that produced the list. The job counts each item as shown until the user
+        acts on it. Returns the record sent: at once, like :meth:`send`, or with ``timeout_s`` once Kafka has
+        acknowledged it (what the HTTP API waits for, so that a Kafka outage is its 503).
+
+        Raises:
+            InvalidRecordError: the record breaks the contract (a bad id, no items or more than
+                ``MAX_IMPRESSION_ITEMS``, a bad label); nothing is sent.
+            kafka.errors.KafkaError: with ``timeout_s``, Kafka did not take the record in time.
+        """
+        ev = make_impression(
+            user_id, items, int(time.time() * 1000) if ts is None else ts,
+            model_version=model_version, arm=arm, scenario=scenario,
+        )
+        future = self._producer.send(self.events_topic, key=ev.user_id.encode(), value=ev.to_json(), timestamp_ms=ev.ts)
+        if timeout_s is not None:
+            future.get(timeout=timeout_s)
         return ev
 
     def send_raw(self, value: bytes, key: bytes | None = None) -> None:

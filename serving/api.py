@@ -12,15 +12,18 @@ such as ``Face/Off (1997)``); a user id cannot end in ``/recommendations``. They
 contract's id rule (:func:`streamrec.events.id_problem`): the API refuses (422) exactly the ids the
 stream dead-letters.
 
-Reads are open. Endpoints that write or delete (``DELETE /v1/users/{id}``) need ``Authorization: Bearer
-<api.token>`` (401 without it or with another token), and answer 403 while no ``api.token`` is set. The API
-reads Redis as ``api.redis_username`` (a read-only ACL user) when set, else as ``redis.username``; a
-deletion therefore goes through the stream: a ``forget`` record on the events topic, which the job applies.
+Reads are open. Endpoints that write or delete (``DELETE /v1/users/{id}``, ``POST /v1/impressions``) need
+``Authorization: Bearer <api.token>`` (401 without it or with another token), and answer 403 while no
+``api.token`` is set. The API reads Redis as ``api.redis_username`` (a read-only ACL user) when set, else as
+``redis.username``; its writes therefore go through the stream: a ``forget`` record (a deletion) or an
+``impression`` record (a list a front-end showed a user) on the events topic, which the job applies. Both are
+sent by senders ``streamrec serve`` wires (one Kafka producer); without one the endpoint answers 503.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -34,6 +37,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from starlette.convertors import Convertor, register_url_convertor
 
+from serving.experiments import experiment_report, read_experiment_counts
+from serving.policy import excluded, item_facts, policy_source
 from serving.store import (
     MODEL_CURRENT,
     POPULAR,
@@ -45,7 +50,18 @@ from serving.store import (
     read_online_metrics,
 )
 from streamrec.config import CUTOFF, Settings, secret_value
-from streamrec.events import ID_RULE, MAX_ID_CHARS, id_problem
+from streamrec.events import (
+    DEFAULT_SCENARIO,
+    ID_RULE,
+    IMPRESSION,
+    MAX_ID_CHARS,
+    MAX_IMPRESSION_ITEMS,
+    MAX_SCENARIO_CHARS,
+    Event,
+    InvalidRecordError,
+    id_problem,
+    make_impression,
+)
 
 MAX_K = 100
 
@@ -69,7 +85,12 @@ class RecommendedItem(BaseModel):
 
     item_id: str
     title: str | None = Field(description="from `item:{item_id}`; null when the catalog lacks the item")
-    score: float
+    score: float | None = Field(description="the model's score; null for a pinned item the model did not score")
+    reason: str | None = Field(
+        None, description='why it is recommended, e.g. "because you watched Heat (1995)" (docs/policy.md)'
+    )
+    because: str | None = Field(None, description="the history item the reason names, when it names one")
+    team: int | None = Field(None, description="in an interleaved list: the arm (0 or 1 of `teams`) that picked it")
 
 
 class Recommendations(BaseModel):
@@ -82,6 +103,17 @@ class Recommendations(BaseModel):
     )
     model_version: str | None = Field(description="the model that computed the list; null when there is none")
     computed_at: int | None = Field(description="epoch ms the list was computed; null when there is none")
+    arm: str | None = Field(
+        None, description="`<experiment>:<arm>` when the list is part of an A/B experiment: send it back with "
+        "the impression"
+    )
+    teams: list[str] | None = Field(None, description="the two arms of an interleaved list")
+
+
+class Experiments(BaseModel):
+    """Per experiment and arm: the stream's counters, rates with 95% intervals, and the test against the control."""
+
+    experiments: dict[str, Any]
 
 
 class UserView(BaseModel):
@@ -94,6 +126,7 @@ class UserView(BaseModel):
     interests: dict[str, float] = Field(
         default_factory=dict, description="strongest time-decayed interests, e.g. category:Drama, scenario:web"
     )
+    impressions: int = Field(0, description="lists a front-end reported shown to the user (impression records)")
 
 
 class Item(BaseModel):
@@ -143,6 +176,40 @@ class ForgetScheduled(BaseModel):
         "the job deletes rec:{user_id} and user:{user_id} and clears the user's state within seconds; "
         "training drops every earlier event of the user"
     )
+
+
+class ImpressionBody(BaseModel):
+    """A list a front-end showed a user, one request per list shown.
+
+    The job counts each item as shown to the user until the user acts on it (the policy's repeat rule reads it).
+    """
+
+    # Strict: an id sent as a number, or a ts as a string, is a client bug to report, not to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: str = Field(
+        description=f"user id: {ID_RULE}", json_schema_extra={"minLength": 1, "maxLength": MAX_ID_CHARS}
+    )
+    items: list[str] = Field(
+        description=f"the item ids in the order shown, 1..{MAX_IMPRESSION_ITEMS}, each {ID_RULE}",
+        json_schema_extra={"minItems": 1, "maxItems": MAX_IMPRESSION_ITEMS},
+    )
+    model_version: str | None = Field(None, description=f"the model that produced the list, 1..{MAX_ID_CHARS} chars")
+    arm: str | None = Field(None, description=f"the A/B arm that produced the list, 1..{MAX_ID_CHARS} chars")
+    scenario: str | None = Field(None, description=f"the surface it was shown on, 1..{MAX_SCENARIO_CHARS} chars")
+    ts: int | None = Field(None, description="when it was shown, epoch ms (default: now)")
+
+
+class ImpressionSent(BaseModel):
+    """An impression accepted: the record now on the events topic (keyed by the user), which the stream applies."""
+
+    user_id: str
+    type: str = Field(IMPRESSION, description=f"always `{IMPRESSION}`")
+    items: list[str]
+    ts: int = Field(description="event time (epoch ms) of the impression record")
+    model_version: str | None = None
+    arm: str | None = None
+    scenario: str | None = None
 
 
 # --- plumbing --------------------------------------------------------------------------------
@@ -196,20 +263,30 @@ def _redis(request: Request) -> Any:  # noqa: ANN401
 # A `user_id -> forget record` callable that puts a forget record on the events topic (streamrec serve wires
 # the jobs' producer; serving does not import jobs).
 ForgetSender = Callable[[str], Mapping[str, Any]]
+# A `validated impression -> the record sent` callable that puts it on the events topic once Kafka acknowledged it
+# (wired like the forget sender, on the same producer).
+ImpressionSender = Callable[[Event], Mapping[str, Any]]
 _bearer = HTTPBearer(auto_error=False, description="`api.token`, for endpoints that write or delete")
+
+
+def _write_refusal(token: bytes | None, credentials: HTTPAuthorizationCredentials | None) -> HTTPException | None:
+    """Why a request that writes or deletes may not (403: writes disabled, 401: not the token), or None."""
+    if token is None:
+        return HTTPException(403, "writes are disabled: set api.token")
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token):
+        return HTTPException(
+            401, "this endpoint needs the header `Authorization: Bearer <api.token>`", {"WWW-Authenticate": "Bearer"}
+        )
+    return None
 
 
 def _writer(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Let a request that writes or deletes through only with the configured token (secure by default)."""
-    token: bytes | None = request.app.state.token
-    if token is None:
-        raise HTTPException(403, "writes are disabled: set api.token")
-    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token):
-        raise HTTPException(
-            401, "this endpoint needs the header `Authorization: Bearer <api.token>`", {"WWW-Authenticate": "Bearer"}
-        )
+    refusal = _write_refusal(request.app.state.token, credentials)
+    if refusal is not None:
+        raise refusal
 
 
 def redis_credentials(settings: Settings) -> tuple[str | None, str | None]:
@@ -237,8 +314,15 @@ def _validation_message(errors: Sequence[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    # A write endpoint says nothing about its input before the token is checked: FastAPI decodes a JSON body
+    # before it runs the endpoint's dependencies, so an undecodable one would otherwise answer 422 to anyone.
+    route = request.scope.get("route")
+    if any(d.dependency is _writer for d in getattr(route, "dependencies", ())):
+        refusal = _write_refusal(request.app.state.token, await _bearer(request))
+        if refusal is not None:
+            return JSONResponse({"detail": refusal.detail}, refusal.status_code, headers=refusal.headers)
     return JSONResponse(status_code=422, content={"detail": _validation_message(exc.errors())})
 
 
@@ -266,6 +350,7 @@ router = APIRouter()
 def recommendations(
     user_id: UserId,
     store: Store,
+    request: Request,
     k: Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K}")] = 10,
 ) -> Recommendations:
     """The user's top-k (`rec:{user_id}`), or the `popular` list for a user without one.
@@ -284,21 +369,60 @@ def recommendations(
         return Recommendations(
             user_id=user_id, items=[], source=source, model_version=None, computed_at=None
         )
-    top = payload.get("items", [])[:k]
+    # Every entry's display fields and attributes in one round trip: the exclude rules apply on read as well, so
+    # an item marked unavailable leaves the answer before the job rewrites the list.
+    entries = payload.get("items", [])
     pipe = store.pipeline(transaction=False)
-    for entry in top:
-        pipe.hmget(key("item", str(entry["item_id"])), ["title"])
-    titles = pipe.execute() if top else []
+    for entry in entries:
+        pipe.hmget(key("item", str(entry["item_id"])), ["title", "categories", "attributes"])
+    fields = pipe.execute() if entries else []
+    rules = request.app.state.policy.get().rules(payload.get("scenario") or DEFAULT_SCENARIO)
+    shown = []
+    for e, (title, cats, attrs) in zip(entries, fields, strict=True):
+        if rules.exclude and excluded(rules, str(e["item_id"]), item_facts({"categories": _text(cats) or "[]",
+                                                                            "attributes": _text(attrs) or "{}"})):
+            continue
+        shown.append((e, _text(title)))
+        if len(shown) == k:
+            break
+    because = sorted({str(e["reason"]["item_id"]) for e, _ in shown if (e.get("reason") or {}).get("item_id")})
+    pipe = store.pipeline(transaction=False)
+    for item_id in because:
+        pipe.hmget(key("item", item_id), ["title"])
+    because_titles = {i: _text(t[0]) for i, t in zip(because, pipe.execute() if because else [], strict=True)}
     return Recommendations(
         user_id=user_id,
         items=[
-            RecommendedItem(item_id=str(e["item_id"]), title=_text(t[0]), score=float(e["score"]))
-            for e, t in zip(top, titles, strict=True)
+            RecommendedItem(
+                item_id=str(e["item_id"]), title=title, score=None if e.get("score") is None else float(e["score"]),
+                reason=_reason(e.get("reason"), because_titles), team=e.get("team"),
+                because=(e.get("reason") or {}).get("item_id"),
+            )
+            for e, title in shown
         ],
         source=source,
         model_version=payload.get("model_version"),
         computed_at=payload.get("computed_at"),
+        arm=payload.get("arm"),
+        teams=payload.get("teams"),
     )
+
+
+def _reason(reason: Mapping[str, Any] | None, titles: Mapping[str, str | None]) -> str | None:
+    """A ``rec:{user}`` item's reason in words (docs/policy.md)."""
+    if not reason:
+        return None
+    kind = reason.get("kind")
+    if kind == "history":
+        item = str(reason.get("item_id"))
+        return f"because you watched {titles.get(item) or item}"
+    if kind == "rule":
+        return f"promoted: {reason.get('rule')}"
+    if kind == "new":
+        return "new"
+    if kind == "pin":
+        return "featured"
+    return None
 
 
 @router.get(
@@ -351,6 +475,50 @@ def forget_user(user_id: UserId, request: Request) -> ForgetScheduled | JSONResp
     return ForgetScheduled(user_id=user_id, ts=int(record["ts"]))
 
 
+@router.post(
+    "/v1/impressions",
+    status_code=202,
+    response_model=ImpressionSent,
+    response_model_exclude_none=True,
+    responses={
+        401: {"model": Error, "description": "no `Authorization: Bearer <api.token>`, or another token"},
+        403: {"model": Error, "description": "writes are disabled: no api.token is set"},
+        422: {"model": Error, "description": "the body breaks the impression contract; the detail says how"},
+        503: {"model": Unavailable, "description": "Kafka did not take the impression record; retry later"},
+    },
+    summary="Report a list shown to a user",
+    tags=["users"],
+    dependencies=[Depends(_writer)],
+)
+def report_impression(body: ImpressionBody, request: Request) -> dict[str, Any] | JSONResponse:
+    """Put an `impression` record on the events topic: the items a front-end showed the user. Needs the API token.
+
+    The record is checked by the event contract the stream applies (the id rule for `user_id` and every item,
+    1..100 items), so a record this endpoint accepts is never dead-lettered. Keyed by the user id, it follows the
+    user's earlier events. The job counts each item as shown to the user without an action until the user acts
+    on it. Answers the record sent.
+    """
+    try:
+        record = make_impression(
+            body.user_id, body.items, int(time.time() * 1000) if body.ts is None else body.ts,
+            model_version=body.model_version, arm=body.arm, scenario=body.scenario,
+        )
+    except InvalidRecordError as exc:
+        return JSONResponse(status_code=422, content=Error(detail=exc.reason).model_dump())
+    send: ImpressionSender | None = request.app.state.impressions
+    if send is None:
+        return JSONResponse(
+            status_code=503,
+            content=Unavailable(detail="this API has no Kafka producer for impression records").model_dump(),
+        )
+    try:
+        sent = send(record)
+    except Exception as exc:  # noqa: BLE001 - whatever the producer raises (Kafka away, timeout): a clear 503
+        detail = f"could not put the impression record on the events topic ({type(exc).__name__}: {exc}); retry"
+        return JSONResponse(status_code=503, content=Unavailable(detail=detail).model_dump())
+    return dict(sent)
+
+
 @router.get(
     "/v1/items/{item_id:id}",
     response_model=Item,
@@ -379,6 +547,25 @@ def online_metrics(store: Store) -> OnlineMetrics:
 
 
 @router.get(
+    "/v1/experiments",
+    response_model=Experiments,
+    responses={503: _ERRORS[503]},
+    summary="A/B experiments: per-arm hit rate and click-through with 95% intervals and a significance test",
+    tags=["metrics"],
+)
+def experiments(store: Store, request: Request) -> Experiments:
+    """Per experiment and arm (`metrics:experiments`, counted by the stream): lists, impressions, actions, hits.
+
+    `hit_rate@10` is hits over actions of users holding the arm's list, `ctr` hits over items shown (the
+    front-ends' impressions), each `{"value", "ci95" (Wilson), "n"}`; `vs_control` is a two-proportion z-test
+    against the experiment's first arm. An interleaved experiment has per-team `credit` and `wins` and a sign
+    test (`sign_test_p`). Experiments no longer configured are reported from their counters alone.
+    """
+    configured = request.app.state.policy.get().experiments
+    return Experiments(experiments=experiment_report(read_experiment_counts(store), configured))
+
+
+@router.get(
     "/healthz",
     response_model=Health,
     responses={503: _ERRORS[503]},
@@ -392,11 +579,15 @@ def healthz(store: Store) -> Health:
 
 
 def create_app(
-    settings: Settings, redis_client: redis.Redis | None = None, forget: ForgetSender | None = None
+    settings: Settings,
+    redis_client: redis.Redis | None = None,
+    forget: ForgetSender | None = None,
+    impressions: ImpressionSender | None = None,
 ) -> FastAPI:
     """The API on ``redis_client``, or on a client for ``settings.redis`` (closed at shutdown).
 
-    ``forget`` sends forget records (``DELETE /v1/users/{id}``); without it that endpoint answers 503.
+    ``forget`` sends forget records (``DELETE /v1/users/{id}``), ``impressions`` impression records
+    (``POST /v1/impressions``); without its sender an endpoint answers 503.
     """
     owned = redis_client is None
     if redis_client is None:
@@ -423,12 +614,20 @@ def create_app(
     app.add_exception_handler(redis.ConnectionError, _on_redis_down)
     app.add_exception_handler(redis.TimeoutError, _on_redis_down)
     app.state.forget = forget
+    app.state.policy = policy_source(settings)
+    app.state.impressions = impressions
     app.include_router(router)
     return app
 
 
-def serve(settings: Settings, port: int | None = None, forget: ForgetSender | None = None) -> None:
+def serve(
+    settings: Settings,
+    port: int | None = None,
+    forget: ForgetSender | None = None,
+    impressions: ImpressionSender | None = None,
+) -> None:
     """Serve the API with uvicorn on ``api.host`` and ``port`` (default ``api.port``) until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(settings, forget=forget), host=settings.api.host, port=port or settings.api.port)
+    app = create_app(settings, forget=forget, impressions=impressions)
+    uvicorn.run(app, host=settings.api.host, port=port or settings.api.port)

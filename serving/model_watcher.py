@@ -78,3 +78,17 @@ class ServingModel:
         except Exception as exc:  # noqa: BLE001 - any version that cannot load is refused; the old one serves on
             self._refused.add(version)
             log.error("model %s refused, %s keeps serving: %s", version, self.version, exc)
+
+
+def load_version(registry_dir: str, version: str, threads: int | None = None) -> Any:
+    """The Scorer of one registry version, whatever is promoted (an experiment arm's model).
+
+    Raises:
+        model_export.errors.ModelExportError: no such version, or it fails verification.
+        OSError: the registry cannot be read.
+    """
+    from model_export.artifact.registry import Registry
+    from serving.scorer import Scorer
+
+    return Scorer(Registry(registry_dir).path(version), intra_op_threads=threads)
+

@@ -215,6 +215,23 @@ class Scorer:
         """Whether the model has an embedding for this item."""
         return item_id in self._row
 
+    def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The rows the scorer scores these items with, float32 (len(item_ids), d); zeros for unknown ids.
+
+        A re-ranker that compares candidates (:func:`serving.diversity.mmr_order`) needs the same rows
+        the scores came from: the artifact's item embeddings for known items, and the text-only rows
+        :meth:`add_items` gave new items (kept beside the session until they are folded in). A zero row
+        is similar to nothing, so an id the model does not know never looks like a duplicate.
+        """
+        rows = np.fromiter((self._row.get(i, 0) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        n_rows = self._emb.shape[0]  # the session's rows; add_items' cold rows follow them
+        out = np.zeros((len(rows), self._emb.shape[1]), dtype=np.float32)
+        known = (rows > 0) & (rows < n_rows)
+        out[known] = self._emb[rows[known]]
+        cold = rows >= n_rows
+        out[cold] = self._cold_t[:, rows[cold] - n_rows].T
+        return out
+
     def restrict_to(self, catalog_ids: Iterable[str] | None) -> int:
         """Recommend only items of the live catalog (None: every known item again).
 

@@ -94,24 +94,59 @@ def encode_recommendations(items: Iterable[tuple[str, float]], model_version: st
     )
 
 
+def encode_list(
+    entries: Sequence[Mapping[str, Any]],
+    model_version: str,
+    computed_at: int,
+    arm: str | None = None,
+    teams: Sequence[str] | None = None,
+    scenario: str | None = None,
+) -> str:
+    """``rec:{user}`` as the policy stage writes it: :func:`encode_recommendations`'s layout, and more.
+
+    Per item its ``reason`` (and, interleaved, its ``team``); the list's ``arm`` (``"<experiment>:<arm>"``) and
+    ``teams`` when it is part of an experiment; the ``scenario`` whose rules made it (the API applies that
+    scenario's ``exclude`` again on read). A pinned item the model did not score has a ``null`` score.
+    """
+    items = []
+    for e in entries:
+        item: dict[str, Any] = {"item_id": e["item_id"],
+                                "score": None if e.get("score") is None else round(float(e["score"]), 6)}
+        for name in ("reason", "team"):
+            if e.get(name) is not None:
+                item[name] = e[name]
+        items.append(item)
+    payload: dict[str, Any] = {"items": items, "model_version": model_version, "computed_at": computed_at}
+    if arm is not None:
+        payload["arm"] = arm
+    if teams is not None:
+        payload["teams"] = list(teams)
+    if scenario is not None:
+        payload["scenario"] = scenario
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
 def decode_recommendations(raw: str | bytes | None) -> dict[str, Any] | None:
     """Inverse of :func:`encode_recommendations`; None when the key is absent."""
     return None if raw is None else json.loads(raw)
 
 
 def decode_user(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any] | None:
-    """``HGETALL user:{id}`` back to ``{"events", "last_ts", "recent", "interests"}``; None when absent."""
+    """``HGETALL user:{id}`` back to ``{"events", "last_ts", "recent", "interests", "impressions"?}``; None: absent."""
     if not raw:
         return None
     d = {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
     }
-    return {
+    out = {
         "events": int(d["events"]),
         "last_ts": int(d["last_ts"]),
         "recent": json.loads(d["recent"]),
         "interests": json.loads(d.get("interests", "{}")),
     }
+    if "impressions" in d:  # lists a front-end reported shown (the job writes it once there is one)
+        out["impressions"] = int(d["impressions"])
+    return out
 
 
 def item_hash(item: dict[str, Any]) -> dict[str, str]:
@@ -121,6 +156,10 @@ def item_hash(item: dict[str, Any]) -> dict[str, str]:
         out["categories"] = json.dumps(list(item["categories"]))
     if item.get("text"):
         out["text"] = str(item["text"])
+    if item.get("attributes"):  # what the business rules filter on (serving.policy), in the job and on read
+        out["attributes"] = json.dumps(item["attributes"], ensure_ascii=False)
+    if item.get("ts"):
+        out["ts"] = str(int(item["ts"]))
     return out
 
 
@@ -139,6 +178,13 @@ def decode_item(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any] | No
             out["categories"] = json.loads(d["categories"])
         except ValueError:  # a writer outside item_hash() stored plain text: show it as one category
             out["categories"] = [d["categories"]]
+    if "attributes" in d:
+        try:
+            out["attributes"] = json.loads(d["attributes"])
+        except ValueError:
+            out["attributes"] = {}
+    if "ts" in d:
+        out["ts"] = int(d["ts"]) if d["ts"].isdigit() else 0
     return out
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from streamrec.config import ConfigError, Settings, kafka_client_options, load_config, secret_value
-from streamrec.events import InvalidRecordError
+from streamrec.events import Event, InvalidRecordError
 
 
 def _print_json(obj: Any) -> None:
@@ -304,24 +304,39 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from serving.api import serve
 
-    serve(settings, port=args.port, forget=_forget_sender(settings))
+    forget, impressions = _api_senders(settings)
+    serve(settings, port=args.port, forget=forget, impressions=impressions)
     return 0
 
 
-def _forget_sender(settings: Settings) -> Any:
-    """``user_id -> forget record`` for the API: one producer, made at the first request (reads need no Kafka)."""
+def _api_senders(settings: Settings) -> tuple[Any, Any]:
+    """The API's writers: ``user_id -> forget record`` and ``impression -> record sent``.
+
+    One producer, made at the first write request (reads need no Kafka). Both return once Kafka has acknowledged
+    the record, so that a 202 means the record is on the topic and a Kafka outage is a 503.
+    """
     import threading
 
     lock = threading.Lock()
     producers: list[Any] = []
 
-    def forget(user_id: str) -> dict[str, Any]:
+    def producer() -> Any:
         with lock:
             if not producers:
                 producers.append(_producer(settings))
-        return dict(producers[0].forget(user_id).to_dict())
+        return producers[0]
 
-    return forget
+    def forget(user_id: str) -> dict[str, Any]:
+        return dict(producer().forget(user_id).to_dict())
+
+    def impressions(ev: Event) -> dict[str, Any]:
+        sent = producer().send_impression(
+            ev.user_id, ev.items, ts=ev.ts, model_version=ev.model_version, arm=ev.arm, scenario=ev.scenario,
+            timeout_s=30.0,  # as long as a forget record may take
+        )
+        return dict(sent.to_dict())
+
+    return forget, impressions
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ Unknown keys are errors, and a validation error names the file and the field.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +82,9 @@ class JobConfig(_Section):
     recent_items: int = Field(50, ge=1, description="last L items kept per user")
     top_k: int = Field(20, ge=1)
     max_seen_items: int = Field(5000, ge=1, description="items remembered per user to exclude from recs")
+    # Items a user was shown without acting on them, counted per user for the repeat rule (policy.*.repeat_*); the
+    # least recently shown go first. A front-end shows a few lists of tens of items between actions.
+    max_shown_items: int = Field(200, ge=1)
     interest_half_life_hours: float = Field(24.0 * 7, gt=0)
     watermark_out_of_orderness_ms: int = Field(5000, ge=0)
     watermark_idleness_ms: int = Field(1000, ge=0)
@@ -189,6 +193,108 @@ class TrainerConfig(_Section):
         return self
 
 
+class ItemCondition(_Section):
+    """Which items a rule applies to: every condition given must hold (none given: no item)."""
+
+    item_ids: list[str] = Field(default_factory=list, description="one of these ids")
+    category: str | None = Field(None, description="the item has this category")
+    attribute: str | None = Field(None, description="a key of the item's attributes ...")
+    equals: Any = Field(None, description="... whose value equals this (JSON: false, 0, \"x\")")
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ItemCondition:
+        if not (self.item_ids or self.category or self.attribute):
+            raise ValueError("an item condition needs item_ids, category or attribute")
+        return self
+
+
+class BoostRule(_Section):
+    """Raise the items that match, by ``by`` on the relevance scale (the model's candidates span 0..1)."""
+
+    name: str
+    when: ItemCondition
+    by: float
+
+
+class RulesConfig(_Section):
+    """The business rules of one scenario (or one experiment arm): what turns the model's candidates into a list.
+
+    The job applies them once per user scored (:mod:`serving.policy`); the API applies ``exclude`` again on
+    read, so an item marked unavailable leaves every answer at once, before the next flush rewrites the lists.
+    """
+
+    # Never shown, e.g. {attribute: available, equals: false}.
+    exclude: list[ItemCondition] = Field(default_factory=list)
+    boosts: list[BoostRule] = Field(default_factory=list)
+    # Put first, in this order (when recommendable: in the catalog, not excluded, not already seen).
+    pins: list[str] = Field(default_factory=list)
+    max_per_category: int | None = Field(None, ge=1)
+    # Items whose `ts` is at most fresh_hours older than the user's newest event gain fresh_boost.
+    fresh_boost: float = Field(0.0, ge=0)
+    fresh_hours: float = Field(72.0, gt=0)
+    # An item shown repeat_impressions times without an action is demoted below every other candidate, until
+    # repeat_cooldown_s have passed since it was last shown (null: no repeat rule).
+    repeat_impressions: int | None = Field(5, ge=1)
+    repeat_cooldown_s: float = Field(24 * 3600.0, ge=0)
+    # Maximal marginal relevance over the model's item rows: 0 keeps the model's order.
+    diversity: float = Field(0.6, ge=0, le=1)
+    # The scorer's candidates per list, as a multiple of job.top_k: what the rules choose from.
+    candidates: float = Field(3.0, ge=1)
+    # Each item carries its reason (the history item it is most like, or the rule that placed it).
+    explain: bool = True
+
+
+class ArmConfig(_Section):
+    """One arm of an experiment: a model version and/or a rule set."""
+
+    weight: float = Field(1.0, gt=0)
+    # A registry version (null: the promoted one).
+    model_version: str | None = None
+    # A key of policy.rule_sets (null: the scenario's rules).
+    rules: str | None = None
+
+
+class ExperimentConfig(_Section):
+    """An A/B experiment: users split between arms by a stable hash of the user id, between start and end."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Only users whose newest event is of this scenario (null: every scenario).
+    scenario: str | None = None
+    arms: dict[str, ArmConfig] = Field(min_length=2)
+    start: datetime | None = None
+    end: datetime | None = None
+    # Team-draft interleaving of the first two arms in one list per user, instead of a split: every user sees
+    # both, and an action credits the arm whose pick it was.
+    interleave: bool = False
+
+
+class PolicyConfig(_Section):
+    """Business rules per scenario, named rule sets for experiment arms, and the experiments."""
+
+    default: RulesConfig = RulesConfig()
+    scenarios: dict[str, RulesConfig] = Field(default_factory=dict)
+    rule_sets: dict[str, RulesConfig] = Field(default_factory=dict)
+    experiments: list[ExperimentConfig] = Field(default_factory=list)
+    # A YAML file with these same fields, re-read when it changes (hot reload: the job's lists and the API's
+    # filters follow it within reload_interval_s); relative paths are taken from the project root. Null: the
+    # policy above, fixed for the process's life.
+    file: str | None = None
+    reload_interval_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> PolicyConfig:
+        names = [e.name for e in self.experiments]
+        if len(names) != len(set(names)):
+            msg = f"experiment names must be unique, got {names}"
+            raise ValueError(msg)
+        for e in self.experiments:
+            for arm_name, arm in e.arms.items():
+                if arm.rules is not None and arm.rules not in self.rule_sets:
+                    msg = f"experiment {e.name} arm {arm_name}: no rule set {arm.rules!r}"
+                    raise ValueError(msg)
+        return self
+
+
 class Settings(_Section):
     """Everything a streamrec process reads, once."""
 
@@ -200,6 +306,7 @@ class Settings(_Section):
     api: ApiConfig = ApiConfig()
     models: ModelsConfig = ModelsConfig()
     trainer: TrainerConfig = TrainerConfig()
+    policy: PolicyConfig = PolicyConfig()
 
     def path(self, value: str) -> Path:
         """Resolve a configured path: absolute as is, relative from the project root."""

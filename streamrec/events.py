@@ -12,9 +12,14 @@ are kept. The limits are data, in ``event_rules.json``, which the stream's JVM d
 that fails validation becomes a dead-letter record (see :func:`dead_letter`) on ``events.dlq`` holding the
 original bytes and the reason.
 
-One control record shares the topic: ``{"user_id": ..., "type": "forget", "ts": <epoch ms>}`` (no ``item_id``),
+Two control records share the topic. ``{"user_id": ..., "type": "forget", "ts": <epoch ms>}`` (no ``item_id``) is
 the user's right to be forgotten. Keyed by the user id like the user's events, it is ordered after them; the job
 then clears the user's state and Redis keys, and the trainer's event log drops every earlier event of the user.
+``{"user_id": ..., "type": "impression", "items": [item ids], "ts": <epoch ms>}`` (no ``item_id``; optional
+``scenario``, ``model_version``, ``arm``, ``event_id``, ``context``) says which list a front-end showed the user,
+one record per list shown (1..:data:`MAX_IMPRESSION_ITEMS` items, each passing the id rule). It is not an action:
+it carries no interest weight (so it is not in :data:`EVENT_TYPES`), the trainer does not learn from it, and the
+job only counts, per user, how often each item was shown without an action since.
 
 The id rule (:func:`id_problem`), one for the stream and the HTTP API: a user or item id is a string of
 1..:data:`MAX_ID_CHARS` characters, not blank, without C0 or C1 control characters (nor DEL), that UTF-8 can
@@ -28,7 +33,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,10 @@ _RULES: dict[str, Any] = json.loads(RULES_FILE.read_text())
 EVENT_TYPES = frozenset(_RULES["event_types"])
 # The control record of a user's right to be forgotten (not an action: ``item_id`` is not required).
 FORGET: str = _RULES["forget"]
+# The control record of a list shown to a user (not an action: ``items`` instead of ``item_id``, no interest weight).
+IMPRESSION: str = _RULES["impression"]
+# A list longer than any front-end shows is a producer bug, and it would make one record cost the job O(list).
+MAX_IMPRESSION_ITEMS: int = _RULES["max_impression_items"]
 # The scenario of events that carry none: the stream's interest facets and the trainer's sequences alike.
 DEFAULT_SCENARIO: str = _RULES["default_scenario"]
 MAX_ID_CHARS: int = _RULES["max_id_chars"]
@@ -47,6 +56,8 @@ MAX_RECORD_BYTES: int = _RULES["max_record_bytes"]
 # Event time may run ahead of the wall clock by clock skew, not by days: such a ts would poison decay.
 MAX_FUTURE_MS: int = _RULES["max_future_ms"]
 _KNOWN = frozenset(_RULES["known_fields"])
+# Fields an impression owns; on any other record they are unknown fields, kept as they came.
+_IMPRESSION_FIELDS = frozenset(_RULES["impression_fields"])
 # Containers open at once (JSON nesting): deeper records are refused before Python's recursion limit is near.
 MAX_NESTING: int = _RULES["max_nesting"]
 # C0 controls, DEL and C1 controls (U+0085 NEL among them): they break logs, terminals and Redis tooling, and
@@ -90,7 +101,10 @@ def id_problem(value: object) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One validated user action."""
+    """One validated ``events`` record: a user action, or a ``forget`` or ``impression`` control record.
+
+    Control records have ``item_id == ""``; an impression's items are in ``items`` (empty for everything else).
+    """
 
     user_id: str
     item_id: str
@@ -102,14 +116,20 @@ class Event:
     extra: dict[str, Any] = field(default_factory=dict)
     # The producer's id of this event: a redelivered or duplicated record with the same id is applied once.
     event_id: str | None = None
+    # An impression's items, in the order shown; the model version and A/B arm that produced the list.
+    items: tuple[str, ...] = ()
+    model_version: str | None = None
+    arm: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form (unknown fields included)."""
         out: dict[str, Any] = {**self.extra, "user_id": self.user_id, "item_id": self.item_id}
-        if self.type == FORGET and not self.item_id:
+        if (self.type == FORGET and not self.item_id) or self.type == IMPRESSION:
             del out["item_id"]
+        if self.type == IMPRESSION:
+            out["items"] = list(self.items)
         out.update(type=self.type, ts=self.ts)
-        for name in ("value", "scenario", "context", "event_id"):
+        for name in ("value", "scenario", "context", "event_id", "model_version", "arm"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -194,17 +214,50 @@ def _loads(raw: bytes) -> Any:
     return obj
 
 
+def _impression_items(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_IMPRESSION_ITEMS:
+        raise InvalidRecordError(f"field 'items' must be a list of 1..{MAX_IMPRESSION_ITEMS} item ids")
+    for n, item in enumerate(value):
+        problem = id_problem(item)
+        if problem is not None:
+            raise InvalidRecordError(f"field 'items[{n}]' {problem}")
+    return tuple(value)
+
+
+def _label(obj: dict[str, Any], name: str) -> str | None:
+    """An optional short label (an impression's ``model_version``, ``arm``); null is absent, ``""`` refused."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+        raise InvalidRecordError(f"field '{name}' must be a non-empty string of <= {MAX_ID_CHARS} characters")
+    return value
+
+
 def validate_event(obj: Any, now_ms: int | None = None) -> Event:
-    """Check a decoded JSON value against the schema; raises InvalidRecordError with the reason."""
+    """Check a decoded JSON value against the schema; raises InvalidRecordError with the reason.
+
+    The checks run in one order, the JVM decoder's too (``EventContract.validate``), so that both give the same
+    reason for a record with several faults: user_id, item_id (not for control records), type, an impression's
+    items, model_version and arm, then ts, value, scenario, context, event_id.
+    """
     if not isinstance(obj, dict):
         raise InvalidRecordError(f"an event must be a JSON object, got {type(obj).__name__}")
     etype = obj.get("type")
+    shown = etype == IMPRESSION  # an impression's items are in `items`
     forget = etype == FORGET and "item_id" not in obj  # a forget record needs no item
-    user_id, item_id = _id(obj, "user_id"), "" if forget else _id(obj, "item_id")
-    if not isinstance(etype, str) or (etype not in EVENT_TYPES and etype != FORGET):
+    user_id, item_id = _id(obj, "user_id"), "" if forget or shown else _id(obj, "item_id")
+    if not isinstance(etype, str) or (etype not in EVENT_TYPES and etype not in (FORGET, IMPRESSION)):
         raise InvalidRecordError(
-            f"field 'type' must be one of {sorted(EVENT_TYPES)} or {FORGET!r}, got {etype!r:.60}"
+            f"field 'type' must be one of {sorted(EVENT_TYPES)}, {FORGET!r} or {IMPRESSION!r}, got {etype!r:.60}"
         )
+    items: tuple[str, ...] = ()
+    model_version = arm = None
+    if shown:
+        if "item_id" in obj:  # a shown list with one item id beside it: which one was meant is unknowable
+            raise InvalidRecordError("field 'item_id' must be absent from an impression (its items go in 'items')")
+        items = _impression_items(obj.get("items"))
+        model_version, arm = _label(obj, "model_version"), _label(obj, "arm")
     ts = obj.get("ts")
     if isinstance(ts, bool) or not isinstance(ts, int):
         raise InvalidRecordError("field 'ts' must be an integer (epoch milliseconds)")
@@ -229,8 +282,31 @@ def validate_event(obj: Any, now_ms: int | None = None) -> Event:
     if context is not None and not isinstance(context, dict):
         raise InvalidRecordError("field 'context' must be a JSON object")
     event_id = _id(obj, "event_id") if "event_id" in obj else None
-    extra = {k: v for k, v in obj.items() if k not in _KNOWN}
-    return Event(user_id, item_id, etype, ts, value, scenario, context, extra, event_id)
+    extra = {k: v for k, v in obj.items() if k not in _KNOWN and not (shown and k in _IMPRESSION_FIELDS)}
+    return Event(user_id, item_id, etype, ts, value, scenario, context, extra, event_id, items, model_version, arm)
+
+
+def make_impression(
+    user_id: str,
+    items: Sequence[str],
+    ts: int,
+    *,
+    model_version: str | None = None,
+    arm: str | None = None,
+    scenario: str | None = None,
+    now_ms: int | None = None,
+) -> Event:
+    """A validated impression record (the SDK's and the HTTP API's one way to build it); raises InvalidRecordError.
+
+    ``None`` arguments are left out of the record, as an absent field. ``items`` may be any list or tuple (a
+    string is no list of ids: it is refused).
+    """
+    listed = list(items) if isinstance(items, list | tuple) else items
+    obj: dict[str, Any] = {"user_id": user_id, "type": IMPRESSION, "items": listed, "ts": ts}
+    for name, value in (("model_version", model_version), ("arm", arm), ("scenario", scenario)):
+        if value is not None:
+            obj[name] = value
+    return validate_event(obj, now_ms)
 
 
 def parse_event(raw: bytes, now_ms: int | None = None) -> Event:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from streamrec.config import Settings
-from streamrec.events import EVENT_TYPES, FORGET, Event, InvalidRecordError, parse_event, parse_item
+from streamrec.events import EVENT_TYPES, FORGET, IMPRESSION, Event, InvalidRecordError, parse_event, parse_item
 
 # Rows validated and sent between two flushes of the producer (and read per Parquet batch).
 BATCH_ROWS = 10_000
@@ -479,11 +479,15 @@ def check_event(obj: Mapping[str, Any]) -> Event:
     """The contract's verdict on a mapped event, through the stream's own parser (size, JSON, schema).
 
     Raises:
-        InvalidRecordError: the reason the stream would dead-letter it, or that it is a ``forget`` record.
+        InvalidRecordError: the reason the stream would dead-letter it, or that it is a ``forget`` or an
+            ``impression`` record (control records, not actions: they have their own senders).
     """
     ev = parse_event(_wire(obj))
     if ev.type == FORGET:
         msg = f"type {FORGET!r} is not imported: `streamrec users forget USER_ID` sends it"
+        raise InvalidRecordError(msg)
+    if ev.type == IMPRESSION:
+        msg = f"type {IMPRESSION!r} is not imported: the SDK's send_impression or POST /v1/impressions sends it"
         raise InvalidRecordError(msg)
     return ev
 

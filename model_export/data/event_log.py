@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from model_export.data.datasets import Dataset, drop_forgotten
-from streamrec.events import InvalidRecordError, parse_event
+from streamrec.events import IMPRESSION, InvalidRecordError, parse_event
 
 
 def _read_to_end(
@@ -103,16 +103,17 @@ def read_dataset(
 
 
 def _event(raw: bytes) -> dict[str, Any] | None:
-    """A record as training reads it (its wire form), or None: the event contract refuses it, or it is a skip.
+    """A record as training reads it (its wire form), or None: refused by the event contract, a skip, an impression.
 
     The trainer learns from what the stream applies: a record the stream dead-letters is skipped. Forget
-    records are kept, for :func:`~model_export.data.datasets.drop_forgotten`, which removes them.
+    records are kept, for :func:`~model_export.data.datasets.drop_forgotten`, which removes them. An impression
+    (a list shown) is no interaction and has no ``item_id``: the sequences never see it.
     """
     try:
         ev = parse_event(raw)
     except InvalidRecordError:
         return None
-    return None if ev.type == "skip" else ev.to_dict()
+    return None if ev.type in ("skip", IMPRESSION) else ev.to_dict()
 
 
 def popular_items(

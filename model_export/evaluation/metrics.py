@@ -282,3 +282,79 @@ def artifact_ranker(artifact_dir: Path | str) -> tuple[Ranker, list[str]]:
         return user @ emb.T  # (B, N + 1)
 
     return rank, items
+
+
+# Beyond accuracy: how varied and how unexpected a recommended list is. They are measured on what the
+# catalogue says of an item (its genres) and how often it was interacted with in training, never on a
+# model's own embedding: a re-ranker that spreads a list out in embedding space must show it on a measure
+# that embedding did not define.
+
+
+def genre_distance(a: Collection[str], b: Collection[str]) -> float:
+    """1 - Jaccard similarity of two items' genre sets; two items without any genre are at distance 0.
+
+    Two genre-less items cannot be told apart by genre, so they count as alike (the measure never rewards
+    a list for holding items the catalogue says nothing about).
+    """
+    sa, sb = set(a), set(b)
+    union = len(sa | sb)
+    return 1.0 - len(sa & sb) / union if union else 0.0
+
+
+def intra_list_diversity(items: Sequence[str], genres: Mapping[str, Collection[str]]) -> float | None:
+    """Mean pairwise :func:`genre_distance` of one list's items (None for fewer than two items).
+
+    Items ``genres`` does not know have no genre.
+    """
+    sets = [frozenset(genres.get(i, ())) for i in items]
+    pairs = [genre_distance(sets[x], sets[y]) for x in range(len(sets)) for y in range(x + 1, len(sets))]
+    return float(np.mean(pairs)) if pairs else None
+
+
+def category_coverage(items: Sequence[str], genres: Mapping[str, Collection[str]], n_genres: int) -> float:
+    """Distinct genres of one list's items over the ``n_genres`` distinct genres of the catalogue."""
+    found = {g for i in items for g in genres.get(i, ())}
+    return len(found) / n_genres if n_genres > 0 else 0.0
+
+
+def interaction_counts(train: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """How often each item occurs in the training sequences: the popularity novelty is measured against."""
+    counts: dict[str, int] = {}
+    for seq in train.values():
+        for item in seq:
+            counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+def novelty(items: Sequence[str], counts: Mapping[str, int]) -> float | None:
+    """Mean self-information, -log2(item's share of the training interactions), of one list (None if empty).
+
+    A rarely interacted item is an unexpected one. An item without training interactions counts as
+    interacted with once, so its novelty is finite: the largest any item gets.
+    """
+    total = sum(counts.values())
+    if not items or total <= 0:
+        return None
+    return float(np.mean([-np.log2(max(counts.get(i, 0), 1) / total) for i in items]))
+
+
+def beyond_accuracy(
+    lists: Sequence[Sequence[str]], genres: Mapping[str, Collection[str]], n_genres: int, counts: Mapping[str, int]
+) -> dict[str, float | None]:
+    """Means over lists of :func:`intra_list_diversity`, :func:`category_coverage` and :func:`novelty`.
+
+    Lists where a measure is undefined (too short) are left out of its mean; None when none is defined.
+
+    Returns:
+        ``{"ild_genres", "category_coverage", "novelty"}``.
+    """
+
+    def mean(values: Sequence[float | None]) -> float | None:
+        defined = [v for v in values if v is not None]
+        return float(np.mean(defined)) if defined else None
+
+    return {
+        "ild_genres": mean([intra_list_diversity(x, genres) for x in lists]),
+        "category_coverage": mean([category_coverage(x, genres, n_genres) for x in lists]),
+        "novelty": mean([novelty(x, counts) for x in lists]),
+    }

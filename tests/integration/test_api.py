@@ -47,6 +47,10 @@ def client(redis_url: str) -> Iterator[TestClient]:
     r.close()
 
 
+# A list written without the policy stage's fields (an older job, or `popular`): they read as null.
+NO_REASON = {"reason": None, "because": None, "team": None}
+
+
 def recs(client: TestClient, user: str, **params: object):  # noqa: ANN201
     return client.get(f"/v1/users/{quote(user, safe='')}/recommendations", params=params)
 
@@ -57,13 +61,15 @@ def test_personal_recommendations_join_titles(client: TestClient) -> None:
     assert r.json() == {
         "user_id": "u1",
         "items": [
-            {"item_id": "i1", "title": "Title 1", "score": 0.9},
-            {"item_id": "i2", "title": "Title 2", "score": 0.5},
-            {"item_id": "gone", "title": None, "score": 0.1},  # not in the catalog: null title
+            {"item_id": "i1", "title": "Title 1", "score": 0.9, **NO_REASON},
+            {"item_id": "i2", "title": "Title 2", "score": 0.5, **NO_REASON},
+            {"item_id": "gone", "title": None, "score": 0.1, **NO_REASON},  # not in the catalog: null title
         ],
         "source": "personal",
         "model_version": "v7",
         "computed_at": 1_700_000,
+        "arm": None,
+        "teams": None,
     }
     assert [i["item_id"] for i in recs(client, "u1", k=1).json()["items"]] == ["i1"]
 
@@ -72,7 +78,7 @@ def test_unknown_user_gets_popular(client: TestClient) -> None:
     body = recs(client, "nobody", k=100).json()
     assert body["source"] == "popular" and body["model_version"] == "pop1" and body["user_id"] == "nobody"
     assert len(body["items"]) == 100
-    assert body["items"][0] == {"item_id": "i1", "title": "Title 1", "score": 0.995}
+    assert body["items"][0] == {"item_id": "i1", "title": "Title 1", "score": 0.995, **NO_REASON}
     assert len(recs(client, "nobody").json()["items"]) == 10
 
 
@@ -86,7 +92,7 @@ def test_bad_k_is_a_clear_422(client: TestClient, k: str) -> None:
 def test_unicode_and_slashes_in_ids(client: TestClient) -> None:
     body = recs(client, "Zoë 🎬").json()
     assert body["user_id"] == "Zoë 🎬" and body["source"] == "personal"
-    assert body["items"] == [{"item_id": "Face/Off (1997)", "title": "Face/Off", "score": 0.7}]
+    assert body["items"] == [{"item_id": "Face/Off (1997)", "title": "Face/Off", "score": 0.7, **NO_REASON}]
     r = client.get(f"/v1/items/{quote('Face/Off (1997)', safe='')}")
     assert r.status_code == 200 and r.json()["title"] == "Face/Off"
 
@@ -107,7 +113,8 @@ def test_longest_user_id_is_fine(client: TestClient) -> None:
 def test_user_view(client: TestClient) -> None:
     r = client.get("/v1/users/u1")
     assert r.status_code == 200
-    assert r.json() == {"user_id": "u1", "events": 3, "last_ts": 1_700_000, "recent": ["i9", "i8"], "interests": {}}
+    assert r.json() == {"user_id": "u1", "events": 3, "last_ts": 1_700_000, "recent": ["i9", "i8"], "interests": {},
+                        "impressions": 0}
     r = client.get("/v1/users/nobody")
     assert r.status_code == 404 and "nobody" in r.json()["detail"]
 
@@ -140,6 +147,8 @@ def test_empty_store_answers_empty_popular(redis_url: str) -> None:
             "source": "popular",
             "model_version": None,
             "computed_at": None,
+            "arm": None,
+            "teams": None,
         }
         assert c.get("/healthz").json()["model_version"] is None
     r.close()
@@ -168,3 +177,48 @@ def test_redis_down_is_503_then_recovers(tmp_path: Path) -> None:
             assert recs(client, "u1").json()["source"] == "personal"
     finally:
         RedisServer.stop(pid)
+
+
+def test_reasons_arm_read_time_exclusion_and_experiments(redis_url: str, tmp_path: Path) -> None:
+    """The policy's fields in words; an item marked unavailable leaves the answer at once; per-arm figures."""
+    from serving.experiments import EXPERIMENT_METRICS
+    from serving.store import encode_list
+
+    url = on_db(redis_url, 14)
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    entries = [
+        {"item_id": "a", "score": 0.9, "reason": {"kind": "history", "item_id": "h"}, "team": 0},
+        {"item_id": "b", "score": 0.8, "reason": {"kind": "rule", "rule": "drama-week"}, "team": 1},
+        {"item_id": "c", "score": None, "reason": {"kind": "pin"}, "team": 0},
+    ]
+    r.set(key("rec", "u"), encode_list(entries, "v3", 5, arm="il:interleaved", teams=["old", "new"], scenario="web"))
+    for item, title in (("a", "Alpha"), ("b", "Beta"), ("c", "Gamma"), ("h", "Heat (1995)")):
+        r.hset(key("item", item), mapping=item_hash({"title": title, "attributes": {"available": True}}))
+    r.hset(EXPERIMENT_METRICS, mapping={
+        '["ab", "control", "web", "actions"]': 100, '["ab", "control", "web", "hits@10"]': 40,
+        '["ab", "treat", "web", "actions"]': 100, '["ab", "treat", "web", "hits@10"]': 60,
+        '["ab", "treat", "web", "impressions"]': 600,
+    })
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("scenarios:\n  web:\n    exclude: [{attribute: available, equals: false}]\n"
+                      "experiments: [{name: ab, arms: {control: {}, treat: {}}}]\n")
+    settings = Settings(redis=RedisConfig(url=url), policy={"file": str(policy)})
+    with TestClient(create_app(settings)) as c:
+        body = recs(c, "u").json()
+        assert body["arm"] == "il:interleaved" and body["teams"] == ["old", "new"]
+        assert [(i["item_id"], i["reason"], i["because"], i["team"], i["score"]) for i in body["items"]] == [
+            ("a", "because you watched Heat (1995)", "h", 0, 0.9),
+            ("b", "promoted: drama-week", None, 1, 0.8),
+            ("c", "featured", None, 0, None),
+        ]
+        # Marked unavailable (an items upsert reached item:{id}): gone from the answer before the list is rewritten.
+        r.hset(key("item", "b"), mapping=item_hash({"title": "Beta", "attributes": {"available": False}}))
+        assert [i["item_id"] for i in recs(c, "u", k=2).json()["items"]] == ["a", "c"]
+        report = c.get("/v1/experiments").json()["experiments"]["ab"]
+        treat = report["arms"]["treat"]
+        assert treat["hit_rate@10"]["value"] == 0.6 and treat["ctr"]["value"] == 0.1
+        assert treat["vs_control"]["control"] == "control"
+        assert 0 < treat["vs_control"]["hit_rate@10_p"] < 0.01
+    r.flushdb()
+    r.close()

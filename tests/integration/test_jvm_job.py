@@ -8,12 +8,15 @@ import time
 from collections import Counter
 
 import pytest
+from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer
 
 from jobs import launcher
 from jobs.batch_writer import audit_rows
 from jobs.producer import EventProducer
-from serving.store import connect, key
+from serving.api import create_app
+from serving.store import connect, decode_user, key
+from streamrec.cli import _api_senders
 
 pytestmark = pytest.mark.integration
 
@@ -132,5 +135,51 @@ def test_rebuild_replays_the_retained_topic_into_a_fresh_job(make_settings):
         assert list(old_checkpoints.parent.glob(f"{old_checkpoints.name}.before-rebuild-*"))
         assert wait_for(lambda: counts(r, want) == dict(want), 120), counts(r, want)
         assert not r.exists(key("user", "b5"))  # the forget record replays too
+    finally:
+        launcher.stop(settings, say=lambda *_: None)
+
+
+def test_impressions_through_the_sdk_and_the_api_reach_the_users_hash(make_settings):
+    settings, config = make_settings(api={"token": "t0ken"})
+    k = settings.kafka
+    r = connect(settings.redis.url)
+    r.flushdb()
+    forget, impressions = _api_senders(settings)  # what `streamrec serve` wires: one producer for both
+    api = TestClient(create_app(settings, redis_client=r, forget=forget, impressions=impressions))
+    auth = {"Authorization": "Bearer t0ken"}
+
+    def user(u: str) -> dict:
+        return {f.decode(): v.decode() for f, v in r.hgetall(key("user", u)).items()}
+
+    launcher.start(settings, str(config), say=lambda *_: None)
+    try:
+        with EventProducer(k.bootstrap, k.events_topic) as p:
+            p.send({"user_id": "w1", "item_id": "i0", "type": "view", "ts": TS})
+            p.send_impression("w1", ["i1", "i2"], ts=TS + 1, model_version="v1", arm="exp-1:a", scenario="web")
+            dup = {"user_id": "w1", "type": "impression", "items": ["i3"], "ts": TS + 2, "event_id": "imp-1"}
+            p.send(dup)
+            p.send(dup)  # a redelivery: applied once, like any event id
+            p.send_impression("w2", ["i1"], ts=TS)  # shown a list, never acted
+            p.send_raw(json.dumps({"user_id": "w1", "type": "impression", "items": [], "ts": TS}).encode(), b"w1")
+        sent = api.post("/v1/impressions", json={"user_id": "w1", "items": ["i4", "i1"], "ts": TS + 3}, headers=auth)
+        assert sent.status_code == 202, sent.json()
+        assert sent.json() == {"user_id": "w1", "type": "impression", "items": ["i4", "i1"], "ts": TS + 3}
+        assert wait_for(lambda: user("w1").get("impressions") == "3", 90), user("w1")
+        assert user("w1")["events"] == "1"  # impressions are no events
+        with EventProducer(k.bootstrap, k.events_topic) as p:
+            p.send({"user_id": "w1", "item_id": "i1", "type": "click", "ts": TS + 4})
+        assert wait_for(lambda: user("w1").get("events") == "2", 60), user("w1")
+        assert user("w1")["impressions"] == "3" and decode_user(r.hgetall(key("user", "w1")))["recent"] == ["i0", "i1"]
+        assert not r.exists(key("user", "w2"))  # no action yet: no hash, and the job keeps running
+        (dead,) = read_topic(k.bootstrap, k.dlq_topic, 1)
+        assert json.loads(dead.value)["reason"] == "field 'items' must be a list of 1..100 item ids"
+        # A forget clears the counts with the rest: the user's next action starts a hash without impressions.
+        assert api.delete("/v1/users/w1", headers=auth).status_code == 202
+        assert wait_for(lambda: not r.exists(key("user", "w1")), 60)
+        with EventProducer(k.bootstrap, k.events_topic) as p:
+            p.send({"user_id": "w1", "item_id": "i5", "type": "view", "ts": TS + 10})
+        assert wait_for(lambda: user("w1").get("events") == "1", 60), user("w1")
+        assert "impressions" not in user("w1")
+        assert launcher.status(settings)["running"]
     finally:
         launcher.stop(settings, say=lambda *_: None)

@@ -1,7 +1,7 @@
 """One rule set, two readers: the producer SDK's parser (streamrec.events) and the stream's JVM decoder
-(jobs/jvm EventContract) agree on every record of the fuzz corpus (events and items), and the JVM interest
-state agrees with jobs.state.apply_event. The JVM side runs as ``java ... ContractCli`` on the jar `make setup`
-builds."""
+(jobs/jvm EventContract) agree on every record of the fuzz corpus (events, impressions and items), and the JVM
+interest state agrees with jobs.state.apply_event / apply_impression. The JVM side runs as ``java ...
+ContractCli`` on the jar `make setup` builds."""
 
 from __future__ import annotations
 
@@ -12,15 +12,27 @@ import subprocess
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from infra.flink_cluster import flink_home
 from infra.jars import job_jar
-from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT, UserState, apply_event
+from jobs.state import RATING_MIDPOINT, TYPE_WEIGHT, UserState, apply_event, apply_impression
 from serving.store import INTEREST_DECIMALS, UserView, decode_user, key
 from streamrec.config import PROJECT_ROOT, JobConfig
-from streamrec.events import DEFAULT_SCENARIO, FORGET, Event, InvalidRecordError, parse_event, parse_item
-from tests.unit.test_events_fuzz import EVENT_FIELDS, FUZZ, ITEM_FIELDS, NOW, records
+from streamrec.events import (
+    DEFAULT_SCENARIO,
+    FORGET,
+    IMPRESSION,
+    Event,
+    InvalidRecordError,
+    parse_event,
+    parse_item,
+)
+from tests.unit.test_events_fuzz import EVENT_FIELDS, FUZZ, IMPRESSION_FIELDS, ITEM_FIELDS, NOW, records
+
+# The same corpus every run: a random draw of 200 records now and then holds no valid event at all, and the
+# check that the corpus has both kinds must not depend on the draw.
+CORPUS = settings(FUZZ, derandomize=True)
 
 
 def java(mode: str, arg: str, lines: list[str]) -> list[dict[str, Any]]:
@@ -40,7 +52,8 @@ def python_verdict(raw: bytes) -> dict[str, Any]:
     except InvalidRecordError as exc:
         return {"ok": False, "reason": exc.reason}
     return {"ok": True, "user_id": ev.user_id, "item_id": ev.item_id, "type": ev.type, "ts": ev.ts,
-            "value": ev.value, "scenario": ev.scenario, "event_id": ev.event_id}
+            "value": ev.value, "scenario": ev.scenario, "event_id": ev.event_id, "items": list(ev.items),
+            "model_version": ev.model_version, "arm": ev.arm}
 
 
 HAND_PICKED = [
@@ -66,6 +79,39 @@ HAND_PICKED = [
     b'{"context":' * 500 + b'{"user_id":"u1","item_id":"i1","type":"view","ts":5}' + b"}" * 500,
     b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"x":' + b"1" * 4300 + b"}",
     b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"x":' + b"1" * 4301 + b"}",
+    # Impressions: valid ones, and each of their faults.
+    b'{"user_id":"u1","type":"impression","items":["i1","i2"],"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"model_version":"v3","arm":"exp:a","scenario":"web",'
+    b'"event_id":"e1","context":{"page":2},"value":1}',
+    b'{"user_id":"u1","type":"impression","items":["i1","i1"],"ts":5,"model_version":null,"arm":null}',
+    b'{"user_id":"u1","type":"impression","items":' + json.dumps([f"i{n}" for n in range(100)]).encode() + b',"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":' + json.dumps([f"i{n}" for n in range(101)]).encode() + b',"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":[],"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":"i1","ts":5}',
+    b'{"user_id":"u1","type":"impression","items":{"i1":1},"ts":5}',
+    b'{"user_id":"u1","type":"impression","ts":5}',
+    b'{"user_id":"u1","type":"impression","items":null,"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":["i1",""],"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":["i1","\\u3000"],"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":["i1",7],"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":["i1",null],"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":["a\\u0085"],"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":["' + b"x" * 257 + b'"],"ts":5}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"item_id":"i1"}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"item_id":null}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"model_version":""}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"model_version":3}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"arm":"' + "🎬".encode() * 256 + b'"}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"arm":"' + "🎬".encode() * 257 + b'"}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"arm":["a"]}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":-1}',
+    b'{"user_id":"u1","type":"impression","items":["i1"]}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"scenario":""}',
+    b'{"user_id":"u1","type":"impression","items":["i1"],"ts":5,"event_id":""}',
+    b'{"user_id":"","type":"impression","items":["i1"],"ts":5}',
+    b'{"type":"impression","items":["i1"],"ts":5}',
+    b'{"user_id":"u1","type":"Impression","items":["i1"],"ts":5}',
+    b'{"user_id":"u1","item_id":"i1","type":"view","ts":5,"items":[7],"arm":""}',  # unknown fields of an action
 ]
 
 
@@ -86,7 +132,7 @@ def test_hand_picked_records_agree() -> None:
 def test_fuzz_corpus_agrees() -> None:
     corpus: list[bytes] = []
 
-    @FUZZ
+    @CORPUS
     @given(raw=records(EVENT_FIELDS))
     def gather(raw: bytes) -> None:
         corpus.append(raw)
@@ -97,6 +143,22 @@ def test_fuzz_corpus_agrees() -> None:
     for raw, jv in zip(corpus, got, strict=True):
         same(python_verdict(raw), jv, raw)
     assert any(v["ok"] for v in got) and not all(v["ok"] for v in got)  # the corpus has both kinds
+
+
+def test_impression_fuzz_corpus_agrees() -> None:
+    corpus: list[bytes] = []
+
+    @CORPUS
+    @given(raw=records(IMPRESSION_FIELDS))
+    def gather(raw: bytes) -> None:
+        corpus.append(raw)
+
+    gather()
+    got = java("validate", str(NOW), [base64.b64encode(r).decode() for r in corpus])
+    assert len(got) == len(corpus) > 100
+    for raw, jv in zip(corpus, got, strict=True):
+        same(python_verdict(raw), jv, raw)
+    assert any(v["ok"] and v["type"] == IMPRESSION for v in got) and not all(v["ok"] for v in got)
 
 
 def python_item_verdict(raw: bytes) -> dict[str, Any]:
@@ -123,7 +185,7 @@ ITEMS_PICKED = [
 def test_items_agree() -> None:
     corpus: list[bytes] = list(ITEMS_PICKED)
 
-    @FUZZ
+    @CORPUS
     @given(raw=records(ITEM_FIELDS))
     def gather(raw: bytes) -> None:
         corpus.append(raw)
@@ -135,9 +197,10 @@ def test_items_agree() -> None:
     assert any(v["ok"] for v in got) and not all(v["ok"] for v in got)
 
 
-def params(cfg: JobConfig) -> str:
+def params(cfg: JobConfig, max_shown: int = 200) -> str:
     return json.dumps({
-        "recentItems": cfg.recent_items, "maxSeenItems": cfg.max_seen_items,
+        "recentItems": cfg.recent_items, "maxSeenItems": cfg.max_seen_items, "maxShownItems": max_shown,
+        "impressionType": IMPRESSION,
         "halfLifeHours": cfg.interest_half_life_hours,
         "flushIntervalMs": 100, "shards": 4, "dedupTtlMs": 1000, "dedupMaxIds": 10, "topInterests": 10,
         "batchDelayMs": 20, "tickForMs": 1000, "flushAtEndOfInput": False, "forgetType": FORGET,
@@ -167,11 +230,23 @@ def resp_commands(packed: bytes) -> list[list[str]]:
 def test_jvm_state_agrees_with_apply_event(seed: int) -> None:
     rng = random.Random(seed)
     cfg = JobConfig(recent_items=8, max_seen_items=12, interest_half_life_hours=1.0)
+    max_shown = 6  # small, so that the cap drops items
     state = UserState("u1")
     lines = []
+    shown_since_flush = []  # the flush record's "m": every impression, as the JVM reports it
     ts = 1_700_000_000_000
     for _ in range(60):
         ts += rng.randint(-600_000, 1_200_000)  # out of order now and then
+        if rng.random() < 0.3:  # a list shown: items that later events act on, now and then twice in one list
+            items = [f"i{rng.randint(0, 20)}" for _ in range(rng.randint(1, 5))]
+            version, arm = rng.choice([None, "v1"]), rng.choice([None, "exp:a", "exp:b"])
+            scenario = rng.choice([None, "web"])
+            apply_impression(state, Event("u1", "", IMPRESSION, ts, scenario=scenario, items=tuple(items),
+                                          model_version=version, arm=arm), max_shown)
+            shown_since_flush.append([version or "", arm or "", scenario or DEFAULT_SCENARIO, len(set(items))])
+            lines.append(json.dumps({"user_id": "u1", "type": IMPRESSION, "items": items, "ts": ts,
+                                     "model_version": version, "arm": arm, "scenario": scenario}))
+            continue
         etype = rng.choice([*TYPE_WEIGHT, "rating"])
         value = rng.choice([None, 1.0, 4.5]) if etype == "rating" else None
         scenario = rng.choice([None, "web", "app"])
@@ -180,8 +255,12 @@ def test_jvm_state_agrees_with_apply_event(seed: int) -> None:
         apply_event(state, Event("u1", item, etype, ts, value, scenario), cfg, facets)
         lines.append(json.dumps({"user_id": "u1", "item_id": item, "type": etype, "ts": ts, "value": value,
                                  "scenario": scenario, "facets": list(facets)}))
-    jv, packed = java("apply", params(cfg), lines)
+    jv, packed = java("apply", params(cfg, max_shown), lines)
     assert jv["n"] == state.events and jv["t"] == state.last_ts
+    # Impressions: the shown counts (in their order: least recently shown first), the total, the flush's list.
+    assert state.shown and state.impressions == jv["x"] == len(shown_since_flush)
+    assert list(json.loads(jv["flush"]["i"]).items()) == [(i, [n, state.shown_ts[i]]) for i, n in state.shown.items()]
+    assert jv["flush"]["m"] == shown_since_flush
     assert [tuple(e) for e in jv["r"]] == state.recent
     assert jv["s"] == list(state.seen)
     assert set(jv["i"]) == set(state.interests)
@@ -191,6 +270,7 @@ def test_jvm_state_agrees_with_apply_event(seed: int) -> None:
     (hset,) = resp_commands(base64.b64decode(packed["resp_b64"]))
     assert hset[:2] == ["HSET", key("user", "u1")]
     jvm_hash = dict(zip(hset[2::2], hset[3::2], strict=True))
+    assert jvm_hash.pop("impressions") == str(state.impressions)  # beside serving.store's fields
     want = UserView("u1", state.events, state.last_ts, state.recent_items(), state.top_interests(10)).to_hash()
     got_view, want_view = decode_user(jvm_hash), decode_user(want)
     assert got_view is not None and want_view is not None

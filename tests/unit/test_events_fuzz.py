@@ -23,7 +23,9 @@ from hypothesis import strategies as st
 from streamrec.events import (
     EVENT_TYPES,
     FORGET,
+    IMPRESSION,
     MAX_FUTURE_MS,
+    MAX_IMPRESSION_ITEMS,
     MAX_RECORD_BYTES,
     Event,
     InvalidRecordError,
@@ -66,7 +68,7 @@ json_values = st.recursive(
 field_values = {
     "user_id": nasty | st.just("u1") | edge_text | any_text | huge_text | json_values,
     "item_id": nasty | st.just("i1") | edge_text | any_text | huge_text | json_values,
-    "type": nasty | st.sampled_from(sorted(EVENT_TYPES | {FORGET})) | edge_text | json_values,
+    "type": nasty | st.sampled_from(sorted(EVENT_TYPES | {FORGET, IMPRESSION})) | edge_text | json_values,
     "ts": nasty | st.integers(0, NOW) | numbers | json_values,
     "value": nasty | numbers | json_values,
     "scenario": nasty | st.just("web") | edge_text | any_text | json_values,
@@ -75,14 +77,24 @@ field_values = {
     "text": nasty | edge_text | any_text | huge_text | json_values,
     "categories": nasty | st.lists(edge_text | any_text, max_size=4) | json_values,
     "attributes": nasty | st.dictionaries(any_text, json_values, max_size=3) | json_values,
+    # An impression's: lists of plausible and hostile ids, around the length limit, and anything else.
+    "items": nasty
+    | st.lists(st.just("i1") | edge_text | any_text | nasty, max_size=4)
+    | st.integers(MAX_IMPRESSION_ITEMS - 1, MAX_IMPRESSION_ITEMS + 1).map(lambda n: [f"i{k}" for k in range(n)])
+    | json_values,
+    "model_version": nasty | st.just("v0001") | edge_text | any_text | st.sampled_from(["x" * 256, "x" * 257]),
+    "arm": nasty | st.just("exp-1:b") | edge_text | any_text | json_values,
+    "event_id": nasty | st.just("e1") | edge_text | any_text,
 }
 EVENT_FIELDS = ("user_id", "item_id", "type", "ts", "value", "scenario", "context")
 ITEM_FIELDS = ("item_id", "title", "ts", "text", "categories", "attributes")
+IMPRESSION_FIELDS = ("user_id", "items", "type", "ts", "scenario", "model_version", "arm", "event_id", "item_id")
 
 
 VALID = {
     EVENT_FIELDS: {"user_id": "u1", "item_id": "i1", "type": "view", "ts": NOW - 1},
     ITEM_FIELDS: {"item_id": "i1", "title": "Heat", "ts": 1},
+    IMPRESSION_FIELDS: {"user_id": "u1", "type": IMPRESSION, "items": ["i1", "i2"], "ts": NOW - 1},
 }
 
 
@@ -182,9 +194,13 @@ def check_event(raw: bytes) -> None:
         return
     assert isinstance(ev, Event)
     raw.decode()  # only UTF-8 is accepted
-    assert ev.type in EVENT_TYPES | {FORGET} and 0 <= ev.ts <= NOW + MAX_FUTURE_MS
-    assert ev.user_id.strip() and (ev.item_id.strip() or ev.type == FORGET)
+    assert ev.type in EVENT_TYPES | {FORGET, IMPRESSION} and 0 <= ev.ts <= NOW + MAX_FUTURE_MS
+    assert ev.user_id.strip() and (ev.item_id.strip() or ev.type in (FORGET, IMPRESSION))
     assert ev.value is None or isinstance(ev.value, float)
+    if ev.type == IMPRESSION:  # its items, each an id; no item_id
+        assert not ev.item_id and 1 <= len(ev.items) <= MAX_IMPRESSION_ITEMS and all(i.strip() for i in ev.items)
+    else:
+        assert ev.items == () and ev.model_version is None and ev.arm is None
     # Its wire form is UTF-8 JSON that parses back to the same event.
     assert parse_event(ev.to_json(), now_ms=NOW) == ev
 
@@ -208,6 +224,14 @@ def check_item(raw: bytes) -> None:
 @example(b'{"user_id":"u","item_id":"i","type":"view","ts":1,"scenario":"\\ud800"}')  # found: lone surrogate
 @example('{"user_id":"u","item_id":"i","type":"view","ts":1}'.encode("utf-16"))  # found: UTF-16 accepted
 def test_event_parser_returns_a_valid_event_or_a_reason(raw: bytes) -> None:
+    check_event(raw)
+
+
+@FUZZ
+@given(records(IMPRESSION_FIELDS))
+@example(b'{"user_id":"u","type":"impression","items":["i","\\ud800"],"ts":1}')
+@example(b'{"user_id":"u","type":"impression","items":["i"],"ts":1,"items":[]}')  # a repeated key: the last counts
+def test_impression_parser_returns_a_valid_impression_or_a_reason(raw: bytes) -> None:
     check_event(raw)
 
 
@@ -236,6 +260,14 @@ def test_one_hostile_field_in_a_valid_event(name: str, data: st.DataObject) -> N
 def test_one_hostile_field_in_a_valid_item(name: str, data: st.DataObject) -> None:
     obj = {**VALID[ITEM_FIELDS], name: data.draw(field_values.get(name, json_values))}
     check_item(data.draw(encoded(st.just(obj))))
+
+
+@pytest.mark.parametrize("name", [*IMPRESSION_FIELDS, "extra"])
+@ONE_FIELD
+@given(data=st.data())
+def test_one_hostile_field_in_a_valid_impression(name: str, data: st.DataObject) -> None:
+    obj = {**VALID[IMPRESSION_FIELDS], name: data.draw(field_values.get(name, json_values))}
+    check_event(data.draw(encoded(st.just(obj))))
 
 
 @pytest.mark.parametrize("literal", NON_FINITE)

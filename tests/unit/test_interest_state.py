@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.state import MS_PER_HOUR, RATING_MIDPOINT, TYPE_WEIGHT, UserState, apply_event, event_weight
+from jobs.state import (
+    MS_PER_HOUR,
+    RATING_MIDPOINT,
+    TYPE_WEIGHT,
+    UserState,
+    apply_event,
+    apply_impression,
+    event_weight,
+)
 from streamrec.config import JobConfig
-from streamrec.events import Event
+from streamrec.events import IMPRESSION, Event
 
 CFG = JobConfig(recent_items=3, max_seen_items=4, interest_half_life_hours=2.0)
 HALF_LIFE_MS = 2 * MS_PER_HOUR
@@ -191,3 +199,58 @@ def test_state_survives_pickle_and_an_older_pickle_gets_new_fields_defaults() ->
     assert restored.recent_scenarios() == ["default", "default"] and restored.recent_items() == ["a", "b"]
 
 
+
+
+# --- impressions: shown without an action since ---------------------------------------------------------------
+
+
+def shown(*items: str, ts: int = T0, **kw: object) -> Event:
+    return Event("u1", "", IMPRESSION, ts, items=items, **kw)  # type: ignore[arg-type]
+
+
+def test_an_impression_counts_each_item_and_is_no_action() -> None:
+    s = run(ev("a", T0, "click", scenario="web"))
+    before = (s.events, s.last_ts, list(s.recent), dict(s.seen), dict(s.interests), s.interests_ts, s.last_action)
+    apply_event(s, shown("b", "c", ts=T0 + 5, arm="exp:a"), CFG)
+    apply_event(s, shown("c", "d", "c", ts=T0 + 6), CFG)  # c twice in one list: shown once more
+    assert s.shown == {"b": 1, "c": 2, "d": 1} and list(s.shown) == ["b", "c", "d"]  # least recently shown first
+    assert s.impressions == 2
+    assert (s.events, s.last_ts, s.recent, s.seen, s.interests, s.interests_ts, s.last_action) == before
+
+
+def test_an_action_on_a_shown_item_clears_its_count_and_a_skip_does_not() -> None:
+    s = run(shown("a", "b", "c"), shown("a"))
+    apply_event(s, ev("a", T0 + 1, "view"), CFG)
+    apply_event(s, ev("b", T0 + 2, "skip"), CFG)
+    apply_event(s, ev("c", T0 + 3, "rating", value=1.0), CFG)  # a rating is an action, even a bad one
+    apply_event(s, ev("z", T0 + 4, "purchase"), CFG)  # never shown: nothing to clear
+    assert s.shown == {"b": 1}
+    apply_event(s, shown("a", ts=T0 + 5), CFG)
+    assert s.shown == {"b": 1, "a": 1}  # shown again after the action: counting from one
+    assert s.impressions == 3 and s.events == 4
+
+
+def test_the_shown_map_is_capped_dropping_the_least_recently_shown() -> None:
+    s = UserState("u1")
+    apply_impression(s, shown("a", "b", "c"), max_shown=3)
+    apply_impression(s, shown("d"), max_shown=3)
+    assert list(s.shown) == ["b", "c", "d"]
+    apply_impression(s, shown("b"), max_shown=3)  # shown again: the most recent now
+    assert list(s.shown) == ["c", "d", "b"] and s.shown["b"] == 2
+    apply_impression(s, shown("e", "f", "g", "h"), max_shown=3)
+    assert s.shown == {"f": 1, "g": 1, "h": 1}
+    s = UserState("u1")
+    for n in range(CFG.max_shown_items + 50):  # apply_event uses the job's cap
+        apply_event(s, shown(f"i{n}"), CFG)
+    assert len(s.shown) == CFG.max_shown_items and next(iter(s.shown)) == "i50"
+
+
+def test_an_older_pickle_gets_the_impression_fields_defaults() -> None:
+    import pickle
+
+    state = run(ev("a", T0), shown("b"))
+    assert pickle.loads(pickle.dumps(state)) == state
+    _, fields = state.__getstate__()  # type: ignore[misc]
+    restored = UserState.__new__(UserState)
+    restored.__setstate__((None, {k: v for k, v in fields.items() if k not in ("shown", "impressions")}))
+    assert restored.shown == {} and restored.impressions == 0 and restored.events == 1

@@ -127,6 +127,29 @@ def test_rows_added_beside_the_session_score_as_folded_ones(trained: tuple[SASRe
     assert {i for i, _ in beside.score([["i5"]], k=10)[0]} == {"i1", "i2", new[0]}
 
 
+def test_item_vectors_are_the_rows_it_scores_with(trained: tuple[SASRec, Path]) -> None:
+    beside, folded = Scorer(trained[1], prefer_gpu=False), Scorer(trained[1], prefer_gpu=False)
+    d = beside._emb.shape[1]
+    rows = np.random.default_rng(2).normal(size=(3, d)) * beside._emb[1:].std()
+    new = _with_cold_rows(beside, rows, fold=False)
+    _with_cold_rows(folded, rows, fold=True)
+    ids = ["i3", new[1], "nope", "i0", new[0], new[2]]
+    got = beside.item_vectors(ids)
+    assert got.shape == (6, d) and got.dtype == np.float32
+    row = {item: r for r, item in enumerate(sorted(ITEMS), start=1)}
+    np.testing.assert_array_equal(got[0], beside._emb[row["i3"]])
+    np.testing.assert_array_equal(got[3], beside._emb[row["i0"]])
+    np.testing.assert_allclose(got[[1, 4, 5]], rows[[1, 0, 2]].astype(np.float32))  # the rows beside the session
+    assert not got[2].any()  # an unknown id: a zero row
+    np.testing.assert_array_equal(folded.item_vectors(ids), got)  # the same rows once folded into the session
+    assert beside.item_vectors([]).shape == (0, d)
+    # The scores are these rows against the user's vector.
+    vec, _ = beside.user_vectors([["i1", "i2"]])
+    (recs,) = beside.score([["i1", "i2"]], k=12)
+    assert any(i in new for i, _ in recs)
+    np.testing.assert_allclose(beside.item_vectors([i for i, _ in recs]) @ vec[0], [x for _, x in recs], atol=1e-4)
+
+
 def test_serving_does_not_load_torch() -> None:
     import subprocess
     import sys

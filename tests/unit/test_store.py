@@ -100,7 +100,7 @@ def test_decode_user_of_absent_hash_is_none() -> None:
 
 def test_item_hash_full_and_minimal() -> None:
     h = item_hash({"item_id": "i1", "title": "Heat", "categories": ("Crime", "Drama"), "text": "LA", "ts": 3})
-    assert h == {"title": "Heat", "categories": '["Crime", "Drama"]', "text": "LA"}
+    assert h == {"title": "Heat", "categories": '["Crime", "Drama"]', "text": "LA", "ts": "3"}
     assert item_hash({}) == {"title": ""}
     assert item_hash({"title": 7, "text": "", "categories": None}) == {"title": "7"}
     assert item_hash({"title": "t", "categories": []}) == {"title": "t", "categories": "[]"}

@@ -10,6 +10,7 @@ import java.util.List;
 
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ArrayNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ObjectNode;
 
 /**
@@ -17,11 +18,13 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.Obje
  *
  * <ul>
  *   <li>{@code validate NOW_MS}: base64 records -> {@code {"ok", "reason", "user_id", "item_id", "type", "ts",
- *       "value", "scenario", "event_id"}};
+ *       "value", "scenario", "event_id", "items", "model_version", "arm"}} ({@code items} [] but on impressions);
  *   <li>{@code validate-item}: base64 {@code items} records -> {@code {"ok", "reason", "item_id"}};
- *   <li>{@code apply PARAMS_JSON}: one user's events {@code {"user_id", "item_id", "type", "ts", "value",
- *       "scenario", "facets": [...]}} -> the user's state after all of them ({@code {"n", "t", "r", "s", "i"}}),
- *       then the Redis commands of its flush ({@code {"resp_b64"}}).
+ *   <li>{@code apply PARAMS_JSON}: one user's records {@code {"user_id", "item_id", "type", "ts", "value",
+ *       "scenario", "facets": [...]}} (impressions: {@code "items", "model_version", "arm"} instead of the item;
+ *       forget records too) -> the user's state after all of them ({@code {"n", "t", "r", "s", "i", "x"
+ *       (impressions), "flush" (the writer's record, {@link UserInterest#encode})}}), then the Redis commands of
+ *       its flush ({@code {"resp_b64"}}).
  * </ul>
  */
 public final class ContractCli {
@@ -40,7 +43,11 @@ public final class ContractCli {
                     Event ev = contract.parse(Base64.getDecoder().decode(line.trim()), now);
                     verdict.put("ok", true).put("user_id", ev.userId).put("item_id", ev.itemId).put("type", ev.type)
                             .put("ts", ev.ts).put("value", ev.value).put("scenario", ev.scenario)
-                            .put("event_id", ev.eventId);
+                            .put("event_id", ev.eventId).put("model_version", ev.modelVersion).put("arm", ev.arm);
+                    ArrayNode items = verdict.putArray("items");
+                    for (String item : ev.items == null ? new String[0] : ev.items) {
+                        items.add(item);
+                    }
                 } catch (EventContract.InvalidRecord e) {
                     verdict.put("ok", false).put("reason", e.getMessage());
                 }
@@ -65,17 +72,24 @@ public final class ContractCli {
                 JsonNode e = mapper.readTree(line);
                 Event ev = new Event();
                 ev.userId = e.get("user_id").asText();
-                ev.itemId = e.get("item_id").asText();
+                ev.itemId = e.path("item_id").asText("");
                 ev.type = e.get("type").asText();
                 ev.ts = e.get("ts").asLong();
                 ev.value = e.hasNonNull("value") ? e.get("value").asDouble() : null;
                 ev.scenario = e.hasNonNull("scenario") ? e.get("scenario").asText() : null;
+                if (e.has("items")) {
+                    List<String> items = new ArrayList<>();
+                    e.get("items").forEach(i -> items.add(i.asText()));
+                    ev.items = items.toArray(new String[0]);
+                }
+                ev.modelVersion = e.hasNonNull("model_version") ? e.get("model_version").asText() : null;
+                ev.arm = e.hasNonNull("arm") ? e.get("arm").asText() : null;
                 List<String> facets = new ArrayList<>();
                 e.path("facets").forEach(f -> facets.add(f.asText()));
                 if (s == null) {
                     s = new UserState(ev.userId);
                 }
-                job.apply(s, ev, facets.toArray(new String[0]));
+                s = job.step(s, ev, facets.toArray(new String[0]));
             }
             if (s != null) {
                 ObjectNode state = mapper.createObjectNode().put("n", s.events).put("t", s.lastTs);
@@ -83,6 +97,8 @@ public final class ContractCli {
                 state.set("s", mapper.readTree(UserInterest.strings(s.seen)));
                 ObjectNode interests = state.putObject("i");
                 s.interestEntries().forEach(e -> interests.put(e.getKey(), e.getValue()));
+                state.put("x", s.impressions);
+                state.set("flush", mapper.readTree(UserInterest.encode(s)));
                 out.println(mapper.writeValueAsString(state));
                 java.io.ByteArrayOutputStream resp = new java.io.ByteArrayOutputStream();
                 RedisCommands.encode(s, RedisCommands.top(s, p.topInterests), p, resp);

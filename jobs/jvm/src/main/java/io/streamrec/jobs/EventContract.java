@@ -46,6 +46,8 @@ public final class EventContract {
 
     private final Set<String> eventTypes;
     private final String forget;
+    private final String impression;
+    private final int maxImpressionItems;
     private final int maxIdChars;
     private final int maxScenarioChars;
     private final int maxRecordBytes;
@@ -61,6 +63,8 @@ public final class EventContract {
         rules.get("event_types").forEach(t -> types.add(t.asText()));
         eventTypes = types;
         forget = rules.get("forget").asText();
+        impression = rules.get("impression").asText();
+        maxImpressionItems = rules.get("max_impression_items").asInt();
         maxIdChars = rules.get("max_id_chars").asInt();
         maxScenarioChars = rules.get("max_scenario_chars").asInt();
         maxRecordBytes = rules.get("max_record_bytes").asInt();
@@ -78,7 +82,7 @@ public final class EventContract {
         for (String t : new TreeSet<>(types)) {
             sb.append(sb.length() > 1 ? ", " : "").append('\'').append(t).append('\'');
         }
-        typesText = sb.append(']').toString();
+        typesText = sb.append("], '").append(forget).append("' or '").append(impression).append('\'').toString();
         // Python's json reader fails deeper than its recursion limit and on ints of more than 4300 digits: the
         // rules file fixes both limits for both readers.
         StreamReadConstraints limits = StreamReadConstraints.builder()
@@ -246,23 +250,36 @@ public final class EventContract {
         return obj.get(name).textValue();
     }
 
-    /** Check a decoded JSON value against the schema (streamrec.events.validate_event). */
+    /**
+     * Check a decoded JSON value against the schema (streamrec.events.validate_event), in its order of checks:
+     * user_id, item_id (not for control records), type, an impression's items, model_version and arm, then ts,
+     * value, scenario, context, event_id. The same order gives the same reason for a record with several faults.
+     */
     public Event validate(JsonNode obj, long nowMs) throws InvalidRecord {
         if (!obj.isObject()) {
             throw new InvalidRecord("an event must be a JSON object, got " + pyType(obj));
         }
         JsonNode typeNode = obj.get("type");
-        boolean isForget = typeNode != null && typeNode.isTextual() && forget.equals(typeNode.textValue())
-                && !obj.has("item_id");
+        boolean textType = typeNode != null && typeNode.isTextual();
+        boolean isImpression = textType && impression.equals(typeNode.textValue());
+        boolean isForget = textType && forget.equals(typeNode.textValue()) && !obj.has("item_id");
         Event ev = new Event();
         ev.userId = id(obj, "user_id");
-        ev.itemId = isForget ? "" : id(obj, "item_id");
-        if (typeNode == null || !typeNode.isTextual()
-                || !(eventTypes.contains(typeNode.textValue()) || forget.equals(typeNode.textValue()))) {
-            throw new InvalidRecord("field 'type' must be one of " + typesText + " or '" + forget + "', got "
+        ev.itemId = isForget || isImpression ? "" : id(obj, "item_id");
+        if (!textType || !(eventTypes.contains(typeNode.textValue()) || forget.equals(typeNode.textValue())
+                || isImpression)) {
+            throw new InvalidRecord("field 'type' must be one of " + typesText + ", got "
                     + (typeNode == null ? "None" : abbreviate(typeNode.toString())));
         }
         ev.type = typeNode.textValue();
+        if (isImpression) {
+            if (obj.has("item_id")) {
+                throw new InvalidRecord("field 'item_id' must be absent from an impression (its items go in 'items')");
+            }
+            ev.items = impressionItems(obj.get("items"));
+            ev.modelVersion = label(obj, "model_version");
+            ev.arm = label(obj, "arm");
+        }
         JsonNode ts = obj.get("ts");
         if (ts == null || !ts.isIntegralNumber()) {
             throw new InvalidRecord("field 'ts' must be an integer (epoch milliseconds)");
@@ -294,6 +311,34 @@ public final class EventContract {
             ev.eventId = id(obj, "event_id");
         }
         return ev;
+    }
+
+    /** An impression's items: a list of 1..max_impression_items ids, each passing the id rule. */
+    private String[] impressionItems(JsonNode items) throws InvalidRecord {
+        if (items == null || !items.isArray() || items.size() < 1 || items.size() > maxImpressionItems) {
+            throw new InvalidRecord("field 'items' must be a list of 1.." + maxImpressionItems + " item ids");
+        }
+        String[] out = new String[items.size()];
+        for (int n = 0; n < out.length; n++) {
+            String problem = idProblem(items.get(n));
+            if (problem != null) {
+                throw new InvalidRecord("field 'items[" + n + "]' " + problem);
+            }
+            out[n] = items.get(n).textValue();
+        }
+        return out;
+    }
+
+    /** An optional short label (an impression's model_version, arm): null is absent, "" is refused. */
+    private String label(JsonNode obj, String name) throws InvalidRecord {
+        JsonNode v = obj.get(name);
+        if (v == null || v.isNull()) {
+            return null;
+        }
+        if (!v.isTextual() || v.textValue().isEmpty() || chars(v.textValue()) > maxIdChars) {
+            throw new InvalidRecord("field '" + name + "' must be a non-empty string of <= " + maxIdChars + " characters");
+        }
+        return v.textValue();
     }
 
     /** Whether every code point of {@code s} is whitespace (Python's {@code not s.strip()}). */

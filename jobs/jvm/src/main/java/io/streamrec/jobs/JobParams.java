@@ -9,6 +9,8 @@ public class JobParams implements Serializable {
     private static final long serialVersionUID = 1L;
     public int recentItems;
     public int maxSeenItems;
+    // The shown-without-action map's cap (job.max_shown_items).
+    public int maxShownItems;
     public double halfLifeHours;
     public long flushIntervalMs;
     public int shards;
@@ -19,6 +21,7 @@ public class JobParams implements Serializable {
     public long tickForMs;
     public boolean flushAtEndOfInput;
     public String forgetType;
+    public String impressionType;
     public String defaultScenario;
     public double ratingMidpoint;
     public Map<String, Double> typeWeights = new HashMap<>();

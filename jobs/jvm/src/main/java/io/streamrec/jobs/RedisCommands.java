@@ -6,6 +6,7 @@ import java.io.UncheckedIOException;
 import java.math.BigDecimal;
 import java.math.RoundingMode;
 import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 
@@ -15,7 +16,10 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonGenerator
 /**
  * A user's Redis writes, packed as RESP on the JVM so that the Python writer sends a batch's state writes as one
  * buffer: {@code DEL rec:{id} user:{id}} for a forgotten user, then {@code HSET user:{id}} with the fields of
- * {@code serving.store.UserView.to_hash} ({@code events}, {@code last_ts}, {@code recent}, {@code interests}).
+ * {@code serving.store.UserView.to_hash} ({@code events}, {@code last_ts}, {@code recent}, {@code interests}),
+ * and {@code impressions} (the lists shown to the user) once there were any. A user who was shown lists but never
+ * acted gets no {@code HSET}: the hash's required fields describe actions, and the writer counts one reply for a
+ * user with {@code events > 0}.
  * tests/unit/test_event_rules_agree.py decodes what this writes with {@code serving.store.decode_user}.
  */
 public final class RedisCommands {
@@ -31,8 +35,10 @@ public final class RedisCommands {
             n++;
         }
         if (s.events > 0) {
-            command(out, "HSET", p.userKeyPrefix + s.userId, "events", Long.toString(s.events), "last_ts",
-                    Long.toString(s.lastTs), "recent", UserInterest.strings(s.recentItems), "interests", interestsJson(top, p.interestDecimals));
+            String[] hset = {"HSET", p.userKeyPrefix + s.userId, "events", Long.toString(s.events), "last_ts",
+                    Long.toString(s.lastTs), "recent", UserInterest.strings(s.recentItems), "interests",
+                    interestsJson(top, p.interestDecimals), "impressions", Long.toString(s.impressions)};
+            command(out, s.impressions > 0 ? hset : Arrays.copyOf(hset, hset.length - 2));
             n++;
         }
         return n;

@@ -81,13 +81,10 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
             return;
         }
         if (p.forgetType.equals(ev.type)) {
-            // The right to be forgotten: everything the user did goes; the flush tells the writer to delete.
             forgets.inc();
-            s = new UserState(ev.userId);
-            s.forgotten = true;
-        } else {
-            apply(s, ev, facets(ev.itemId, ctx.getBroadcastState(CATALOG)));
         }
+        boolean action = !p.forgetType.equals(ev.type) && !p.impressionType.equals(ev.type);
+        s = step(s, ev, action ? facets(ev.itemId, ctx.getBroadcastState(CATALOG)) : new String[0]);
         s.dirty = true;
         state.update(s);
         ctx.timerService().registerProcessingTimeTimer((now / p.flushIntervalMs + 1) * p.flushIntervalMs);
@@ -113,12 +110,43 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
         return w == null ? 0.0 : w;
     }
 
+    /**
+     * One record of the user's, deduplicated already: the user's state after it. A forget gives a fresh state (the
+     * right to be forgotten: everything the user did goes, shown counts included; the flush tells the writer to
+     * delete), an impression and an action change {@code s} in place.
+     */
+    UserState step(UserState s, Event ev, String[] facets) {
+        if (p.forgetType.equals(ev.type)) {
+            UserState fresh = new UserState(ev.userId);
+            fresh.forgotten = true;
+            return fresh;
+        }
+        if (p.impressionType.equals(ev.type)) {
+            applyImpression(s, ev);
+        } else {
+            apply(s, ev, facets);
+        }
+        return s;
+    }
+
+    /**
+     * One impression applied in place: {@code jobs.state.apply_impression}. Not an action: events, recent, seen,
+     * interests and the pending actions stay; the shown counts and the impressions total change.
+     */
+    void applyImpression(UserState s, Event ev) {
+        s.impressions += 1;
+        int distinct = s.show(ev.items, p.maxShownItems, ev.ts);
+        s.addPendingShown(ev.modelVersion != null ? ev.modelVersion : "", ev.arm != null ? ev.arm : "",
+                ev.scenario != null ? ev.scenario : p.defaultScenario, distinct);
+    }
+
     /** One event applied in place: {@code jobs.state.apply_event}. Out-of-order events land at their time. */
     void apply(UserState s, Event ev, String[] facets) {
         s.events += 1;
         s.lastTs = Math.max(s.lastTs, ev.ts);
         String scenario = ev.scenario != null ? ev.scenario : p.defaultScenario;
         if (!"skip".equals(ev.type)) {
+            s.unshow(ev.itemId);  // acted on: no longer shown without an action
             s.addPending(ev.itemId, scenario);
             insertRecent(s, ev.ts, ev.itemId, scenario);
             s.touchSeen(ev.itemId, p.maxSeenItems);
@@ -177,7 +205,7 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
             return;
         }
         out.collect(Tuple2.of(shardOf(s.userId, p.shards), flushRecord(s, p)));
-        if (s.events == 0) {  // forgotten, and nothing since: no state is kept at all
+        if (holdsNothing(s)) {  // forgotten, and nothing since: no state is kept at all
             state.clear();
             return;
         }
@@ -185,6 +213,15 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
         s.forgotten = false;
         s.dirty = false;
         state.update(s);
+    }
+
+    /**
+     * Whether the state holds nothing of the user's: only a forget gives such a state (a fresh one), and only until
+     * the user's next action or impression. A user who was shown lists but never acted has {@code events == 0} and
+     * keeps their state.
+     */
+    static boolean holdsNothing(UserState s) {
+        return s.events == 0 && s.impressions == 0;
     }
 
     /** The record and the Redis commands of one user's flush, in the layout the {@link Batcher} reads. */
@@ -199,9 +236,12 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
 
     /**
      * The user's record for the writer: {@code {"u", "n" (events), "r", "s", "a" ([item, scenario] of the actions
-     * since the last flush), "f" (forgotten)}}. {@code "r"} (recent {@code [ts, item, scenario]}, oldest first) and
-     * {@code "s"} (seen items) are JSON arrays inside a JSON string: the writer decodes them only for the users it
-     * scores, and a string is read much faster than a list of strings (a heavy user's seen list is thousands).
+     * since the last flush), "i", "m", "f" (forgotten)}}. {@code "r"} (recent {@code [ts, item, scenario]}, oldest
+     * first) and {@code "s"} (seen items) are JSON arrays inside a JSON string: the writer decodes them only for the
+     * users it scores, and a string is read much faster than a list of strings (a heavy user's seen list is
+     * thousands). Only when non-empty: {@code "i"}, a JSON object inside a JSON string likewise, {@code {item: [times
+     * shown without an action since, the latest event time it was shown at]}}, least recently shown first; {@code "m"}, the impressions since the last
+     * flush, each {@code [model version or "", arm or "", scenario, distinct items]}.
      */
     static byte[] encode(UserState s) {
         ByteArrayOutputStream buf = new ByteArrayOutputStream(256 + 24 * (s.recentTs.length + s.seen.length));
@@ -219,6 +259,21 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
                 g.writeEndArray();
             }
             g.writeEndArray();
+            if (s.shownItems.length > 0) {
+                g.writeStringField("i", shownJson(s));
+            }
+            if (s.pendingShownSizes.length > 0) {
+                g.writeArrayFieldStart("m");
+                for (int i = 0; i < s.pendingShownSizes.length; i++) {
+                    g.writeStartArray();
+                    g.writeString(s.pendingShownVersions[i]);
+                    g.writeString(s.pendingShownArms[i]);
+                    g.writeString(s.pendingShownScenarios[i]);
+                    g.writeNumber(s.pendingShownSizes[i]);
+                    g.writeEndArray();
+                }
+                g.writeEndArray();
+            }
             if (s.forgotten) {
                 g.writeBooleanField("f", true);
             }
@@ -227,6 +282,24 @@ public class UserInterest extends KeyedBroadcastProcessFunction<String, Event, b
             throw new UncheckedIOException(e);
         }
         return buf.toByteArray();
+    }
+
+    /** The shown counts as a JSON object's text, {@code {item: [count, last shown ts]}}, least recently shown first. */
+    static String shownJson(UserState s) {
+        ByteArrayOutputStream buf = new ByteArrayOutputStream(16 * s.shownItems.length + 2);
+        try (JsonGenerator g = JSON.createGenerator(buf)) {
+            g.writeStartObject();
+            for (int i = 0; i < s.shownItems.length; i++) {
+                g.writeArrayFieldStart(s.shownItems[i]);
+                g.writeNumber(s.shownCounts[i]);
+                g.writeNumber(i < s.shownTs.length ? s.shownTs[i] : 0L);
+                g.writeEndArray();
+            }
+            g.writeEndObject();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        return buf.toString(StandardCharsets.UTF_8);
     }
 
     static String recentJson(UserState s) {

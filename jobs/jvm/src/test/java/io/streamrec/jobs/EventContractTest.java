@@ -65,6 +65,47 @@ class EventContractTest {
         assertTrue(reason("x".repeat(70_000)).startsWith("record of 70000 bytes exceeds"));
     }
 
+    static final String IMPRESSION = "{\"user_id\":\"u\",\"type\":\"impression\",\"ts\":5,";
+
+    @Test
+    void impressionsDecodeWithTheirItemsAndLabels() throws Exception {
+        Event ev = CONTRACT.parse(b(IMPRESSION + "\"items\":[\"i1\",\"i2\"],\"model_version\":\"v3\",\"arm\":\"exp:b\","
+                + "\"scenario\":\"web\",\"event_id\":\"e1\",\"context\":{}}"), NOW);
+        assertEquals("impression", ev.type);
+        assertEquals("", ev.itemId);
+        assertArrayEquals(new String[] {"i1", "i2"}, ev.items);
+        assertEquals("v3", ev.modelVersion);
+        assertEquals("exp:b", ev.arm);
+        assertEquals("web", ev.scenario);
+        assertEquals("e1", ev.eventId);
+        Event bare = CONTRACT.parse(b(IMPRESSION + "\"items\":[\"i1\"],\"arm\":null}"), NOW);
+        assertNull(bare.modelVersion);
+        assertNull(bare.arm);
+        assertNull(CONTRACT.parse(b("{\"user_id\":\"u\",\"item_id\":\"i\",\"type\":\"view\",\"ts\":5}"), NOW).items);
+    }
+
+    @Test
+    void badImpressionsGiveThePythonReasons() {
+        String hundredAndOne = "\"i\"" + ",\"i\"".repeat(100);
+        assertEquals("field 'items' must be a list of 1..100 item ids", reason(IMPRESSION + "\"items\":[]}"));
+        assertEquals("field 'items' must be a list of 1..100 item ids", reason(IMPRESSION + "\"items\":\"i1\"}"));
+        assertEquals("field 'items' must be a list of 1..100 item ids", reason(IMPRESSION.replace(",\"ts\":5,", "}")));
+        assertEquals("field 'items' must be a list of 1..100 item ids", reason(IMPRESSION + "\"items\":[" + hundredAndOne + "]}"));
+        assertEquals("field 'items[1]' must not be empty", reason(IMPRESSION + "\"items\":[\"a\",\" \"]}"));
+        assertEquals("field 'items[0]' must be a string, got int", reason(IMPRESSION + "\"items\":[7]}"));
+        assertEquals("field 'items[0]' contains control characters", reason(IMPRESSION + "\"items\":[\"a\\u0000\"]}"));
+        assertEquals("field 'item_id' must be absent from an impression (its items go in 'items')",
+                reason(IMPRESSION + "\"items\":[\"a\"],\"item_id\":\"a\"}"));
+        assertEquals("field 'model_version' must be a non-empty string of <= 256 characters",
+                reason(IMPRESSION + "\"items\":[\"a\"],\"model_version\":\"\"}"));
+        assertEquals("field 'arm' must be a non-empty string of <= 256 characters",
+                reason(IMPRESSION + "\"items\":[\"a\"],\"arm\":\"" + "x".repeat(257) + "\"}"));
+        assertEquals("field 'user_id' must be a string, got NoneType", reason("{\"type\":\"impression\",\"items\":[\"a\"],\"ts\":5}"));
+        assertEquals("field 'ts' must be an integer (epoch milliseconds)", reason("{\"user_id\":\"u\",\"type\":\"impression\",\"items\":[\"a\"]}"));
+        assertTrue(reason("{\"user_id\":\"u\",\"item_id\":\"i\",\"type\":\"teleport\",\"ts\":5}")
+                .startsWith("field 'type' must be one of ['cart', 'click', 'purchase', 'rating', 'skip', 'view'], 'forget' or 'impression', got "));
+    }
+
     static String itemReason(String record) {
         return assertThrows(EventContract.InvalidRecord.class, () -> CONTRACT.parseItem(b(record))).getMessage();
     }
