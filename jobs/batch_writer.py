@@ -396,18 +396,26 @@ class BatchWriter(BroadcastProcessFunction):
             self._facts({i for c in candidates.values() for i, _ in c}
                         | {p for _, sources in plans for _, rules in sources for p in rules.pins})
         now_ms = int(time.time() * 1000)
+        # The policy stage once per model version for all its users (one batch: rows, MMR, reasons).
+        ranked_by: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        jobs: dict[str | None, list[tuple[int, int, RulesConfig]]] = {}
+        for b, (_, sources) in enumerate(plans):
+            for j, (v, rules) in enumerate(sources):
+                if policy.plain(rules, users[b]):
+                    ranked_by[(b, j)] = [{"item_id": i, "score": s} for i, s in candidates[(v, b)][:k]]
+                else:
+                    jobs.setdefault(v, []).append((b, j, rules))
+        for v, todo in jobs.items():
+            sc, _ = scorers[v]
+            lists = policy.rank_many([users[b] for b, _, _ in todo], [candidates[(v, b)] for b, _, _ in todo], k,
+                                     [rules for _, _, rules in todo], self.facts.get, sc.item_vectors,
+                                     self._recommendable(sc), now_ms)
+            for (b, j, _), lst in zip(todo, lists, strict=True):
+                ranked_by[(b, j)] = lst
         out: list[UserList] = []
         for b, (a, sources) in enumerate(plans):
-            ranked, versions = [], []
-            for v, rules in sources:
-                sc, sv = scorers[v]
-                cands = candidates[(v, b)]
-                if policy.plain(rules, users[b]):
-                    ranked.append([{"item_id": i, "score": s} for i, s in cands[:k]])
-                else:
-                    ranked.append(policy.rank(users[b], cands, k, rules, self.facts.get, sc.item_vectors,
-                                              self._recommendable(sc), now_ms))
-                versions.append(sv)
+            ranked = [ranked_by[(b, j)] for j in range(len(sources))]
+            versions = [scorers[v][1] for v, _ in sources]
             label = None if a is None else a.label
             if a is not None and a.arm == INTERLEAVED:
                 items = team_draft(ranked[0], ranked[1], k, seed=f"{label}:{users[b].user_id}:{recs[b]['n']}")

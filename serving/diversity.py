@@ -63,29 +63,57 @@ def mmr_order(scores: np.ndarray, vectors: np.ndarray, k: int, diversity: float)
         raise ValueError(msg)
     if not np.isfinite(s).all():
         raise ValueError("scores must be finite (min-max normalisation needs a finite range)")
-    k = min(k, n)
-    if k <= 0:
+    if min(k, n) <= 0:
         return []
-    # Candidates best first, equal scores in the given order: every argmax below then breaks ties by score,
-    # so diversity 0 is the stable top k, and at diversity 1 the first pick is still the best-scored item.
+    # Candidates best first, equal scores in the given order: every argmax then breaks ties by score, so
+    # diversity 0 is the stable top k, and at diversity 1 the first pick is still the best-scored item.
     order = np.argsort(-s, kind="stable")
     if diversity == 0.0:
-        return [int(i) for i in order[:k]]
-    ranked = s[order]
-    span = ranked[0] - ranked[-1]
-    relevance = (ranked - ranked[-1]) / span if span > 0 else np.zeros(n)
-    unit = _unit_rows(np.asarray(vectors)[order])  # (n, d)
-    gain = (1.0 - diversity) * relevance
-    # Each candidate's largest cosine to the items already taken, +inf once taken (its objective is then -inf:
-    # diversity > 0 here).
-    max_sim = np.zeros(n)
-    picks: list[int] = []
-    for _ in range(k):
-        pick = int((gain - diversity * max_sim).argmax())
-        picks.append(pick)
-        np.maximum(max_sim, unit @ unit[pick], out=max_sim)
-        max_sim[pick] = np.inf
-    return [int(order[p]) for p in picks]
+        return [int(i) for i in order[: min(k, n)]]
+    picks = mmr_batch(s[order][None, :], np.asarray(vectors)[order][None, :, :], k, np.array([diversity]))[0]
+    return [int(order[p]) for p in picks if p >= 0]
+
+
+def mmr_batch(scores: np.ndarray, vectors: np.ndarray, k: int, diversity: np.ndarray) -> np.ndarray:
+    """MMR for a batch of lists at once: one numpy pass per pick for every list (the stream's chunks).
+
+    Args:
+        scores: (B, n) each list's candidates, best first; ``-inf`` pads a list with fewer than n.
+        vectors: (B, n, d) their item rows (zero rows are similar to nothing).
+        k: Picks per list.
+        diversity: (B,) each list's knob in [0, 1] (0: the candidates' order).
+
+    Returns:
+        (B, min(k, n)) indices into each list's candidates in pick order, -1 once a list has no candidate
+        left. Ties go to the earlier candidate, so candidates given best first give the stable top k at 0.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    b, n = s.shape
+    k = min(k, n)
+    picks = np.full((b, k), -1, dtype=np.int64)
+    if b == 0 or k <= 0:
+        return picks
+    valid = np.isfinite(s)
+    top = np.where(valid, s, -np.inf).max(axis=1, initial=-np.inf)
+    low = np.where(valid, s, np.inf).min(axis=1, initial=np.inf)
+    span = np.where(valid.any(axis=1), top - low, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        relevance = np.where(valid & (span[:, None] > 0), (s - low[:, None]) / span[:, None], 0.0)
+    v = np.asarray(vectors, dtype=np.float64)
+    unit = v / np.maximum(np.sqrt(np.einsum("bnd,bnd->bn", v, v)), _TINY)[:, :, None]
+    div = np.asarray(diversity, dtype=np.float64).reshape(b, 1)
+    gain = (1.0 - div) * relevance
+    max_sim = np.zeros((b, n))
+    taken = ~valid
+    rows = np.arange(b)
+    for t in range(k):
+        objective = np.where(taken, -np.inf, gain - div * max_sim)
+        pick = objective.argmax(axis=1)
+        ok = np.isfinite(objective[rows, pick])
+        picks[ok, t] = pick[ok]
+        taken[rows[ok], pick[ok]] = True
+        np.maximum(max_sim, np.einsum("bnd,bd->bn", unit, unit[rows, pick]), out=max_sim)
+    return picks
 
 
 def intra_list_distance(vectors: np.ndarray) -> float:

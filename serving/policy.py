@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from serving.diversity import mmr_order
+from serving.diversity import mmr_batch
 from streamrec.config import ItemCondition, PolicyConfig, RulesConfig
 
 if TYPE_CHECKING:
@@ -104,12 +104,46 @@ class UserContext:
 Vectors = Callable[[Sequence[str]], np.ndarray]
 
 
+@dataclass(slots=True)
+class _Prep:
+    """One user's list on its way through the stage (see :meth:`Policy.rank_many`)."""
+
+    ids: list[str]
+    raw: np.ndarray
+    info: list[_Static]
+    pinned: list[dict[str, Any]]
+    history: list[str]
+    reasons: list[dict[str, Any] | None] = field(default_factory=list)
+    adj: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    live: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    late: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    want: int = 0
+    diversity: float = 0.0
+    rows: np.ndarray | None = None
+    history_rows: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    """What one rule set says of one item, whatever the user (cached per item and facts object)."""
+
+    facts: ItemFacts | None
+    excluded: bool
+    boost: float
+    reason: dict[str, Any] | None
+    reason_weight: float
+    ts: int
+    categories: tuple[str, ...]
+
+
 class Policy:
     """The configured rules and experiments, compiled once per (re)load."""
 
     def __init__(self, config: PolicyConfig) -> None:
         self.config = config
         self.experiments = config.experiments
+        # id(rules) -> item id -> what those rules say of the item (see _static); the rules live as long as this.
+        self._cache: dict[int, dict[str, _Static]] = {}
 
     @staticmethod
     def plain(rules: RulesConfig, user: UserContext) -> bool:
@@ -156,99 +190,210 @@ class Policy:
             recommendable: Whether a pinned item may be shown (in the catalog, known to the scorer).
             now_ms: Wall-clock time (epoch ms), against which the repeat rule's cooling period runs.
         """
+        return self.rank_many([user], [candidates], k, [rules], facts, vectors, recommendable, now_ms)[0]
+
+    def rank_many(
+        self,
+        users: Sequence[UserContext],
+        candidates: Sequence[Sequence[tuple[str, float]]],
+        k: int,
+        rules: Sequence[RulesConfig],
+        facts: Callable[[str], ItemFacts | None],
+        vectors: Vectors | None = None,
+        recommendable: Callable[[str], bool] | None = None,
+        now_ms: int = 0,
+    ) -> list[list[dict[str, Any]]]:
+        """:meth:`rank` for a chunk of users, each with its rules.
+
+        The item rows come in one call, MMR and the explanations in one numpy pass per step for the whole
+        chunk: the stage costs the stream per chunk about what a single list would, plus a little per user.
+        """
+        preps = [self._prepare(u, c, k, r, facts, recommendable, now_ms)
+                 for u, c, r in zip(users, candidates, rules, strict=True)]
+        wants_rows = vectors is not None and any(r.diversity > 0 or r.explain for r in rules)
+        if wants_rows and vectors is not None:
+            every = [i for p in preps for i in (*p.ids, *p.history)]
+            rows = vectors(every) if every else np.zeros((0, 0), dtype=np.float32)
+            at = 0
+            for p in preps:
+                p.rows, at = rows[at : at + len(p.ids)], at + len(p.ids)
+                p.history_rows, at = rows[at : at + len(p.history)], at + len(p.history)
+        self._diversify([p for p, r in zip(preps, rules, strict=True) if r.diversity > 0 and p.rows is not None
+                         and len(p.live) > 1], k)
+        out = [self._finish(p, r, k) for p, r in zip(preps, rules, strict=True)]
+        self._explain([(o, p) for o, p, r in zip(out, preps, rules, strict=True) if r.explain and p.rows is not None],
+                      vectors)
+        return out
+
+    def _static(self, rules: RulesConfig, facts: Callable[[str], ItemFacts | None]) -> Callable[[str], _Static]:
+        """Item id -> what the rules say of it whatever the user: computed once per item and facts version.
+
+        The rules are fixed for a Policy's life (a reload builds a new Policy), an item's facts change only with
+        an ``items`` upsert (a new ItemFacts object), so the entry is reused while its facts object is the same.
+        """
+        cache = self._cache.setdefault(id(rules), {})
+
+        def get(item: str) -> _Static:
+            f = facts(item)
+            hit = cache.get(item)
+            if hit is not None and hit.facts is f:
+                return hit
+            boost, reason = 0.0, None
+            for b in rules.boosts:
+                if matches(b.when, item, f):
+                    boost += b.by
+                    if reason is None or b.by > reason[1]:
+                        reason = ({"kind": "rule", "rule": b.name}, b.by)
+            entry = _Static(f, excluded(rules, item, f), boost, None if reason is None else reason[0],
+                            reason[1] if reason else 0.0, f.ts if f is not None else 0,
+                            f.categories if f is not None else ())
+            cache[item] = entry
+            return entry
+
+        return get
+
+    def _prepare(
+        self,
+        user: UserContext,
+        candidates: Sequence[tuple[str, float]],
+        k: int,
+        rules: RulesConfig,
+        facts: Callable[[str], ItemFacts | None],
+        recommendable: Callable[[str], bool] | None,
+        now_ms: int,
+    ) -> _Prep:
+        """Steps 1-2 of the module docstring for one user: pins, exclusions, scaled and adjusted scores."""
+        static = self._static(rules, facts)
         pins = [
             p for p in dict.fromkeys(rules.pins)
-            if p not in user.seen and (recommendable is None or recommendable(p)) and not excluded(rules, p, facts(p))
+            if p not in user.seen and (recommendable is None or recommendable(p)) and not static(p).excluded
         ][:k]
         pinned = set(pins)
-        kept = [(i, s) for i, s in candidates if i not in pinned and not excluded(rules, i, facts(i))]
-        out: list[dict[str, Any]] = [{"item_id": p, "score": None, "reason": {"kind": "pin"}} for p in pins]
-        if kept and len(out) < k:
-            out += self._order(user, kept, k - len(out), rules, facts, vectors, now_ms)
-        by_score = {i: s for i, s in candidates}
-        for entry in out[: len(pins)]:
-            entry["score"] = by_score.get(entry["item_id"])
-        if rules.explain and vectors is not None:
-            self._explain(user, out, vectors)
+        by_score = dict(candidates)
+        kept = [(i, s, x) for i, s in candidates if i not in pinned and not (x := static(i)).excluded]
+        prep = _Prep([i for i, _, _ in kept], np.array([s for _, s, _ in kept], dtype=np.float64),
+                     [x for _, _, x in kept], [{"item_id": p, "score": by_score.get(p), "reason": {"kind": "pin"}}
+                                               for p in pins],
+                     list(dict.fromkeys(reversed(list(user.history)))) if rules.explain else [])
+        if not kept:
+            return prep
+        raw = prep.raw
+        span = raw.max() - raw.min()
+        adj = (raw - raw.min()) / span if span > 0 else np.ones_like(raw)
+        adj += np.array([x.boost for x in prep.info])
+        prep.reasons = [x.reason for x in prep.info]
+        if rules.fresh_boost:
+            fresh_ms = rules.fresh_hours * MS_PER_HOUR
+            for n, x in enumerate(prep.info):
+                if x.ts > 0 and 0 <= user.newest_ts - x.ts <= fresh_ms:
+                    adj[n] += rules.fresh_boost
+                    if rules.fresh_boost > x.reason_weight:
+                        prep.reasons[n] = {"kind": "new"}
+        demoted = np.zeros(len(prep.ids), dtype=bool)
+        if rules.repeat_impressions is not None and user.shown:
+            cooldown_ms = rules.repeat_cooldown_s * 1000
+            for n, item in enumerate(prep.ids):
+                seen = user.shown.get(item)
+                if seen is not None and seen[0] >= rules.repeat_impressions and now_ms - seen[1] < cooldown_ms:
+                    demoted[n] = True
+        # Best first; a demoted item after every other one (MMR never sees the demotion, which would flatten the
+        # others' relevance).
+        order = np.argsort(-adj, kind="stable")
+        prep.adj, prep.live, prep.late = adj, order[~demoted[order]], order[demoted[order]]
+        prep.want = min(len(prep.live), 2 * k if rules.max_per_category else k)
+        prep.diversity = rules.diversity
+        return prep
+
+    @staticmethod
+    def _diversify(preps: Sequence[_Prep], k: int) -> None:
+        """Step 3 for every list that asks for it, in one batch: ``live`` re-ordered by MMR.
+
+        Twice the list when a category cap may skip some (MMR is O(picks x candidates)); the rest follow in
+        score order should the cap skip even more.
+        """
+        if not preps:
+            return
+        n = max(len(p.live) for p in preps)
+        d = preps[0].rows.shape[1] if preps[0].rows is not None else 0
+        scores = np.full((len(preps), n), -np.inf)
+        rows = np.zeros((len(preps), n, d))
+        for b, p in enumerate(preps):
+            assert p.rows is not None
+            scores[b, : len(p.live)] = p.adj[p.live]
+            rows[b, : len(p.live)] = p.rows[p.live]
+        picks = mmr_batch(scores, rows, max(p.want for p in preps), np.array([p.diversity for p in preps]))
+        for b, p in enumerate(preps):
+            chosen = picks[b, : p.want]
+            chosen = chosen[chosen >= 0]
+            rest = np.setdiff1d(np.arange(len(p.live)), chosen, assume_unique=True)
+            p.live = np.concatenate([p.live[chosen], p.live[np.sort(rest)]])
+
+    @staticmethod
+    def _finish(p: _Prep, rules: RulesConfig, k: int) -> list[dict[str, Any]]:
+        """Steps 4-5: the category cap over the (re-ranked) order, after the pins."""
+        out = list(p.pinned)
+        cap = rules.max_per_category
+        per_category: dict[str, int] = {}
+        ids, raw, reasons, info = p.ids, p.raw.tolist(), p.reasons, p.info
+        for n in np.concatenate([p.live, p.late]).tolist() if len(ids) else []:
+            if len(out) == k:
+                break
+            if cap:
+                cats = info[n].categories
+                full = False
+                for c in cats:
+                    if per_category.get(c, 0) >= cap:
+                        full = True
+                        break
+                if full:
+                    continue
+                for c in cats:
+                    per_category[c] = per_category.get(c, 0) + 1
+            reason = reasons[n]
+            out.append({"item_id": ids[n], "score": raw[n]} if reason is None else
+                       {"item_id": ids[n], "score": raw[n], "reason": reason})
         if not rules.explain:
             for entry in out:
                 entry.pop("reason", None)
         return out
 
-    def _order(
-        self,
-        user: UserContext,
-        kept: Sequence[tuple[str, float]],
-        k: int,
-        rules: RulesConfig,
-        facts: Callable[[str], ItemFacts | None],
-        vectors: Vectors | None,
-        now_ms: int,
-    ) -> list[dict[str, Any]]:
-        ids = [i for i, _ in kept]
-        raw = np.array([s for _, s in kept], dtype=np.float64)
-        span = raw.max() - raw.min()
-        adj = (raw - raw.min()) / span if span > 0 else np.ones_like(raw)
-        reasons: list[dict[str, Any] | None] = [None] * len(ids)
-        fresh_ms = rules.fresh_hours * MS_PER_HOUR
-        cooldown_ms = rules.repeat_cooldown_s * 1000
-        for n, item in enumerate(ids):
-            f = facts(item)
-            best = 0.0
-            for b in rules.boosts:
-                if matches(b.when, item, f):
-                    adj[n] += b.by
-                    if b.by > best:
-                        best, reasons[n] = b.by, {"kind": "rule", "rule": b.name}
-            if rules.fresh_boost and f is not None and f.ts > 0 and 0 <= user.newest_ts - f.ts <= fresh_ms:
-                adj[n] += rules.fresh_boost
-                if rules.fresh_boost > best:
-                    reasons[n] = {"kind": "new"}
-            if rules.repeat_impressions is not None and item in user.shown:
-                times, last = user.shown[item]
-                if times >= rules.repeat_impressions and now_ms - last < cooldown_ms:
-                    adj[n] -= DEMOTION
-        order = np.argsort(-adj, kind="stable")
-        need = len(order) if rules.max_per_category else min(k, len(order))
-        if rules.diversity > 0 and vectors is not None and len(order) > 1:
-            rows = vectors([ids[i] for i in order])
-            order = order[mmr_order(adj[order], rows, need, rules.diversity)]
-        out: list[dict[str, Any]] = []
-        per_category: dict[str, int] = {}
-        for n in order[:need]:
-            if len(out) == k:
-                break
-            item = ids[n]
-            if rules.max_per_category:
-                cats = (facts(item) or ItemFacts()).categories
-                if any(per_category.get(c, 0) >= rules.max_per_category for c in cats):
-                    continue
-                for c in cats:
-                    per_category[c] = per_category.get(c, 0) + 1
-            entry: dict[str, Any] = {"item_id": item, "score": float(raw[n])}
-            if reasons[n] is not None:
-                entry["reason"] = reasons[n]
-            out.append(entry)
-        return out
-
     @staticmethod
-    def _explain(user: UserContext, out: list[dict[str, Any]], vectors: Vectors) -> None:
-        """"Because you watched X": per item without a rule's reason, the history item with the closest row."""
-        todo = [e for e in out if "reason" not in e]
-        history = list(dict.fromkeys(reversed(list(user.history))))  # newest first: ties go to the recent one
-        if not todo or not history:
+    def _explain(lists: Sequence[tuple[list[dict[str, Any]], _Prep]], vectors: Vectors | None) -> None:
+        """Step 6 for every list at once: per item without a rule's reason, the history item with the closest row.
+
+        "Because you watched X": of the user's recent items (newest first, so a tie goes to the recent one),
+        the one whose row has the largest cosine with the item's.
+        """
+        todo = [(o, p, [e for e in o if "reason" not in e]) for o, p in lists]
+        todo = [(o, p, t) for o, p, t in todo if t and p.history]
+        if not todo:
             return
-        h = vectors(history)
-        v = vectors([e["item_id"] for e in todo])
-        hn = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
-        vn = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        known = np.linalg.norm(h, axis=1) > 0
-        if not known.any():
-            return
-        sim = vn @ hn.T
-        sim[:, ~known] = -np.inf
-        for entry, j in zip(todo, sim.argmax(axis=1).tolist(), strict=True):
-            entry["reason"] = {"kind": "history", "item_id": history[j]}
+        d = todo[0][1].rows.shape[1] if todo[0][1].rows is not None else 0
+        m, h = max(len(t) for _, _, t in todo), max(len(p.history) for _, p, _ in todo)
+        items = np.zeros((len(todo), m, d))
+        hist = np.zeros((len(todo), h, d))
+        for b, (_, p, t) in enumerate(todo):
+            assert p.rows is not None and p.history_rows is not None
+            row_of = {i: n for n, i in enumerate(p.ids)}
+            missing = [e["item_id"] for e in t if e["item_id"] not in row_of]
+            extra = vectors(missing) if missing and vectors is not None else None
+            for j, e in enumerate(t):
+                if e["item_id"] in row_of:
+                    items[b, j] = p.rows[row_of[e["item_id"]]]
+                elif extra is not None:
+                    items[b, j] = extra[missing.index(e["item_id"])]
+            hist[b, : len(p.history)] = p.history_rows
+        items /= np.maximum(np.linalg.norm(items, axis=2, keepdims=True), 1e-12)
+        norms = np.linalg.norm(hist, axis=2)
+        hist /= np.maximum(norms, 1e-12)[:, :, None]
+        sims = np.einsum("bmd,bhd->bmh", items, hist)
+        sims[np.broadcast_to((norms == 0)[:, None, :], sims.shape)] = -np.inf
+        best = sims.argmax(axis=2)
+        for b, (_, p, t) in enumerate(todo):
+            if not (norms[b, : len(p.history)] > 0).any():
+                continue
+            for j, e in enumerate(t):
+                e["reason"] = {"kind": "history", "item_id": p.history[best[b, j]]}
 
 
 class PolicySource:
