@@ -13,7 +13,8 @@ starts the job from the beginning of the same topic, so both see the same events
 
 The writer scores within a budget (``job.score_share``), so the policy's cost shows less in events/s than in the
 scorer's users per second. The stage alone is therefore also timed: per chunk of 256 users, the scorer's top-k
-(off) against the scorer's candidates plus :meth:`serving.policy.Policy.rank` for each user (on).
+(off) against the scorer's candidates plus :meth:`serving.policy.Policy.rank_many` over the chunk (on), as the
+writer calls them.
 
 Prints a table; writes ``bench/results/policy.json``.
 """
@@ -70,10 +71,9 @@ def stage_cost(scorer: Any, events: list[dict[str, Any]], catalog: list[dict[str
     def off() -> None:
         scorer.score(hist, k, exclude=seen, times=times)
 
-    def on() -> None:
+    def on() -> None:  # as the writer runs it: the chunk's candidates, then the stage for the whole chunk
         cands = scorer.score(hist, Policy.pool(k, rules), exclude=seen, times=times)
-        for c, cand in zip(ctx, cands, strict=True):
-            policy.rank(c, cand, k, rules, facts.get, scorer.item_vectors, scorer.knows)
+        policy.rank_many(ctx, cands, k, [rules] * len(ctx), facts.get, scorer.item_vectors, scorer.knows)
 
     out: dict[str, Any] = {"users_per_call": len(users)}
     for name, fn in (("off", off), ("on", on)):

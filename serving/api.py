@@ -37,8 +37,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from starlette.convertors import Convertor, register_url_convertor
 
-from serving.experiments import experiment_report, read_experiment_counts
-from serving.policy import excluded, item_facts, policy_source
+from serving.experiments import INTERLEAVED, experiment_report, read_experiment_counts, split_label
+from serving.policy import Policy, excluded, item_facts, policy_source
 from serving.store import (
     MODEL_CURRENT,
     POPULAR,
@@ -49,7 +49,7 @@ from serving.store import (
     key,
     read_online_metrics,
 )
-from streamrec.config import CUTOFF, Settings, secret_value
+from streamrec.config import CUTOFF, RulesConfig, Settings, secret_value
 from streamrec.events import (
     DEFAULT_SCENARIO,
     ID_RULE,
@@ -376,12 +376,13 @@ def recommendations(
     for entry in entries:
         pipe.hmget(key("item", str(entry["item_id"])), ["title", "categories", "attributes"])
     fields = pipe.execute() if entries else []
-    rules = request.app.state.policy.get().rules(payload.get("scenario") or DEFAULT_SCENARIO)
+    rule_sets = [r for r in _list_rules(request.app.state.policy.get(), payload) if r.exclude]
     shown = []
     for e, (title, cats, attrs) in zip(entries, fields, strict=True):
-        if rules.exclude and excluded(rules, str(e["item_id"]), item_facts({"categories": _text(cats) or "[]",
-                                                                            "attributes": _text(attrs) or "{}"})):
-            continue
+        if rule_sets:
+            facts = item_facts({"categories": _text(cats) or "[]", "attributes": _text(attrs) or "{}"})
+            if any(excluded(r, str(e["item_id"]), facts) for r in rule_sets):
+                continue
         shown.append((e, _text(title)))
         if len(shown) == k:
             break
@@ -406,6 +407,18 @@ def recommendations(
         arm=payload.get("arm"),
         teams=payload.get("teams"),
     )
+
+
+def _list_rules(policy: Policy, payload: Mapping[str, Any]) -> list[RulesConfig]:
+    """The rules a list was made with: its scenario's, or its experiment arm's (both teams' when interleaved)."""
+    scenario = payload.get("scenario") or DEFAULT_SCENARIO
+    where = split_label(payload.get("arm"))
+    experiment = next((e for e in policy.experiments if where and e.name == where[0]), None)
+    if where is None or experiment is None:
+        return [policy.rules(scenario)]
+    arms = payload.get("teams") if where[1] == INTERLEAVED else [where[1]]
+    named = [experiment.arms[a].rules for a in arms or () if a in experiment.arms]
+    return [policy.rules(scenario, name) for name in named] or [policy.rules(scenario)]
 
 
 def _reason(reason: Mapping[str, Any] | None, titles: Mapping[str, str | None]) -> str | None:

@@ -34,7 +34,8 @@ WITHIN_S = 30.0
 
 
 def test_a_new_item_is_recommended_from_its_text(make_settings, tmp_path):
-    settings, config_path = make_settings(job={"top_k": TOP_K})
+    # The model's own order: no diversity re-ranking (the policy stage has its own e2e test).
+    settings, config_path = make_settings(job={"top_k": TOP_K}, policy={"default": {"diversity": 0.0}})
     data = load_dataset("ml-100k")
     events = data.events[:EVENTS]
     catalog = {r["item_id"]: r for r in data.items}

@@ -34,7 +34,9 @@ def get(url: str):
 
 def test_recommendations_are_the_models(make_settings, tmp_path):
     port = free_port()
-    settings, config_path = make_settings(flink={"parallelism": 2}, api={"port": port}, job={"top_k": 10})
+    # The model's own order: no diversity re-ranking (the policy stage has its own e2e test).
+    settings, config_path = make_settings(flink={"parallelism": 2}, api={"port": port}, job={"top_k": 10},
+                                          policy={"default": {"diversity": 0.0}})
     data = load_dataset("ml-100k")
     events = data.events[:EVENTS]
     artifact = train_and_export_events(
