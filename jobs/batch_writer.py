@@ -361,8 +361,7 @@ class BatchWriter(BroadcastProcessFunction):
         plans: list[tuple[Assignment | None, list[tuple[str | None, RulesConfig]]]] = []
         for r, rs, sn in zip(recs, recent, seen, strict=True):
             scenario = rs[-1][2] if rs else DEFAULT_SCENARIO
-            shown = {i: (v, 0) if isinstance(v, int) else (int(v[0]), int(v[1]))
-                     for i, v in json.loads(r.get("i") or "{}").items()}
+            shown = {i: (int(v[0]), int(v[1])) for i, v in json.loads(r.get("i") or "{}").items()}
             users.append(UserContext(r["u"], scenario, [e[1] for e in rs], max((e[0] for e in rs), default=0),
                                      shown, sn))
             a = assign(policy.experiments, r["u"], scenario) if policy.experiments else None
@@ -376,9 +375,9 @@ class BatchWriter(BroadcastProcessFunction):
         wanted: dict[str | None, list[int]] = {}
         for b, (_, sources) in enumerate(plans):
             for v, _rules in sources:
-                wanted.setdefault(v, [])
-                if b not in wanted[v]:
-                    wanted[v].append(b)
+                group = wanted.setdefault(v, [])
+                if not group or group[-1] != b:  # both teams of an interleaved user may share a version
+                    group.append(b)
         candidates: dict[tuple[str | None, int], list[tuple[str, float]]] = {}
         scorers: dict[str | None, tuple[Any, str]] = {}
         for v, idx in wanted.items():
