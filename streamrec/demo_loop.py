@@ -101,6 +101,9 @@ def run_loop_demo(settings: Settings, args: argparse.Namespace) -> int:
 
         _say(f"\n== 3/4 replay the other {len(rest)} events at {args.rate}/s; the trainer runs every {per_run} events")
         trainer_pid = spawn([*cli, "trainer"], trainer_log)
+        # The replay starts once the trainer watches the topic: on a loaded machine its start-up (torch) can
+        # outlast the replay, and a trainer that has not started a run would look idle at the end.
+        wait_for("the trainer to start", lambda: _trainer_watching(trainer_log), TRAINER_RUN_TIMEOUT_S, 0.5)
         _replay(s, r, rest, want, before, args.rate, n_boot)
         wait_for_events(r, want)
         # A run the replay triggered may still be training: let it decide before the trainer stops
@@ -393,6 +396,15 @@ def _decisions(registry: Any) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _trainer_watching(trainer_log: Any) -> bool:
+    """True once the long-running trainer has logged that it watches the events topic."""
+    try:
+        text = trainer_log.read_text(errors="replace")
+    except OSError:
+        return False
+    return "trainer: running every" in text
 
 
 def _trainer_idle(trainer_log: Any, registry: Any) -> bool:
