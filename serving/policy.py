@@ -142,8 +142,8 @@ class Policy:
     def __init__(self, config: PolicyConfig) -> None:
         self.config = config
         self.experiments = config.experiments
-        # id(rules) -> item id -> what those rules say of the item (see _static); the rules live as long as this.
-        self._cache: dict[int, dict[str, _Static]] = {}
+        # id(rules) -> (the rules, item id -> what they say of the item): see _static.
+        self._cache: dict[int, tuple[RulesConfig, dict[str, _Static]]] = {}
 
     @staticmethod
     def plain(rules: RulesConfig, user: UserContext) -> bool:
@@ -231,7 +231,10 @@ class Policy:
         The rules are fixed for a Policy's life (a reload builds a new Policy), an item's facts change only with
         an ``items`` upsert (a new ItemFacts object), so the entry is reused while its facts object is the same.
         """
-        cache = self._cache.setdefault(id(rules), {})
+        owner, cache = self._cache.get(id(rules), (None, {}))
+        if owner is not rules:  # a rule set this Policy has not seen (an id can be reused once one is gone)
+            cache = {}
+            self._cache[id(rules)] = (rules, cache)
 
         def get(item: str) -> _Static:
             f = facts(item)
